@@ -1,0 +1,63 @@
+"""Error types. Each carries a short machine code (for CSV/JSON rows) and the CLI exit code it maps to."""
+from __future__ import annotations
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0            # scanned, nothing labelled FAKE
+EXIT_FAKE = 1          # at least one video labelled FAKE
+EXIT_USAGE = 2         # bad command line (typer/click also uses 2)
+EXIT_INPUT_FAILED = 3  # at least one input could not be scanned (and none was FAKE)
+EXIT_SETUP = 4         # cannot run at all: bad model bundle, no onnxruntime, bad weights
+
+
+class DfscanError(Exception):
+    """Base class: a one-line, user-facing message."""
+
+    code = "error"
+    exit_code = EXIT_INPUT_FAILED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(DfscanError):
+    """The path cannot be read: missing, unreadable, not a regular file, empty."""
+
+    code = "input"
+
+
+class DecodeError(DfscanError):
+    """FFmpeg could not open or decode the file as a video."""
+
+    code = "decode"
+
+
+class NoVideoStreamError(DecodeError):
+    code = "no_video_stream"
+
+
+class NoFramesError(DecodeError):
+    code = "no_frames"
+
+
+class ResourceLimitError(DfscanError):
+    """The input exceeds a configured bound (resolution, pixels, decode time)."""
+
+    code = "too_large"
+
+
+class ModelError(DfscanError):
+    """A model bundle or weights file is missing, corrupt, or inconsistent with its manifest."""
+
+    code = "model"
+    exit_code = EXIT_SETUP
+
+
+class RuntimeMissingError(DfscanError):
+    """onnxruntime (or another runtime dependency) is not installed."""
+
+    code = "runtime"
+    exit_code = EXIT_SETUP

@@ -1,0 +1,157 @@
+"""The model bundle format: a directory holding embedder.onnx, classifier.onnx and manifest.json.
+
+The manifest carries everything that changes what a score means: crop size and margin, normalisation,
+default frame count, aggregation rule, threshold, calibration and named operating points. A scan reads
+them from the bundle, never from its own defaults, so one model can never be run with another's crop
+or threshold. Every file's SHA-256 is recorded and checked on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfscan.errors import ModelError
+
+BUNDLE_FORMAT = "dfscan-bundle/1"
+MANIFEST_NAME = "manifest.json"
+AGGREGATIONS = ("mean", "median", "max", "topk")
+
+
+@dataclass
+class Preprocess:
+    input_size: int                     # square crop side fed to the embedder
+    crop_margin: float                  # added to the detector box's longer side, as a fraction
+    mean: list[float]                   # per RGB channel, applied to pixels scaled to [0, 1]
+    std: list[float]
+
+
+@dataclass
+class ScanDefaults:
+    frames: int = 32
+    aggregation: str = "mean"           # per-track rule: mean | median | max | topk
+    top_k: int = 5                      # used by "topk"
+    threshold: float = 0.5              # on the calibrated fake probability
+    operating_point: str | None = None  # name of the operating point `threshold` came from
+
+
+@dataclass
+class Manifest:
+    name: str
+    version: str
+    preprocess: Preprocess
+    embedding_dim: int
+    files: dict[str, dict[str, str]]    # role ("embedder", "classifier") -> {"path", "sha256"}
+    scan: ScanDefaults = field(default_factory=ScanDefaults)
+    # {"method": "temperature", "temperature": T} or {"method": "isotonic", "x": [...], "y": [...]}; None = raw
+    calibration: dict[str, Any] | None = None
+    operating_points: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    format: str = BUNDLE_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        try:
+            fmt = data.get("format")
+            if fmt != BUNDLE_FORMAT:
+                raise ModelError(f"unsupported bundle format {fmt!r} (expected {BUNDLE_FORMAT!r})")
+            fields = dict(data)
+            fields["preprocess"] = Preprocess(**data["preprocess"])
+            fields["scan"] = ScanDefaults(**data.get("scan", {}))
+            manifest = cls(**fields)
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed manifest: {exc}") from None
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        pre = self.preprocess
+        if pre.input_size < 16 or pre.input_size > 1024:
+            raise ModelError(f"manifest input_size {pre.input_size} out of range")
+        if len(pre.mean) != 3 or len(pre.std) != 3 or any(s <= 0 for s in pre.std):
+            raise ModelError("manifest mean/std must be three numbers, std > 0")
+        if not 0.0 <= pre.crop_margin <= 2.0:
+            raise ModelError(f"manifest crop_margin {pre.crop_margin} out of range")
+        if self.scan.aggregation not in AGGREGATIONS:
+            raise ModelError(f"manifest aggregation {self.scan.aggregation!r} not one of {AGGREGATIONS}")
+        if not 0.0 <= self.scan.threshold <= 1.0:
+            raise ModelError(f"manifest threshold {self.scan.threshold} outside [0, 1]")
+        for role in ("embedder", "classifier"):
+            entry = self.files.get(role)
+            if not entry or "path" not in entry or "sha256" not in entry:
+                raise ModelError(f"manifest lacks files.{role}.path / sha256")
+            if Path(entry["path"]).name != entry["path"]:
+                raise ModelError(f"manifest file path {entry['path']!r} must be a plain file name")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundle_hash(bundle_dir: Path) -> str:
+    """One hash naming the whole bundle: SHA-256 of its manifest file (which holds the files' hashes)."""
+    return sha256_file(Path(bundle_dir) / MANIFEST_NAME)
+
+
+def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read and check a bundle's manifest; with verify, check every file's SHA-256 too."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.is_dir():
+        raise ModelError(f"model bundle {bundle_dir} is not a directory")
+    if not path.is_file():
+        raise ModelError(f"model bundle {bundle_dir} has no {MANIFEST_NAME}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object")
+    manifest = Manifest.from_dict(data)
+    if verify:
+        for role, entry in manifest.files.items():
+            file_path = bundle_dir / entry["path"]
+            if not file_path.is_file():
+                raise ModelError(f"model bundle {bundle_dir} lacks {entry['path']} ({role})")
+            actual = sha256_file(file_path)
+            if actual != entry["sha256"]:
+                raise ModelError(
+                    f"{file_path} does not match its manifest hash (sha256 {actual[:12]}... != "
+                    f"{entry['sha256'][:12]}...): the bundle is corrupt or was edited"
+                )
+    return manifest
+
+
+def write_bundle(
+    bundle_dir: str | Path,
+    embedder_onnx: str | Path,
+    classifier_onnx: str | Path,
+    manifest: Manifest,
+) -> Path:
+    """Copy the two ONNX files into `bundle_dir`, record their hashes in the manifest and write it."""
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, str]] = {}
+    for role, src in (("embedder", Path(embedder_onnx)), ("classifier", Path(classifier_onnx))):
+        dst = bundle_dir / f"{role}.onnx"
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        files[role] = {"path": dst.name, "sha256": sha256_file(dst)}
+    manifest.files = files
+    manifest.validate()
+    (bundle_dir / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return bundle_dir
