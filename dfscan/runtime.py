@@ -1,0 +1,106 @@
+"""onnxruntime: import it with a clear error, pick execution providers, open sessions.
+
+`device="auto"` takes CUDA only when onnxruntime-gpu is installed *and* a CUDA session actually opens;
+otherwise CPU, without letting ORT print its library-load errors (it logs them at error level when the
+CUDA libraries are missing, then silently falls back).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from dfscan.errors import ModelError, RuntimeMissingError
+
+DEVICES = ("auto", "cpu", "cuda")
+INSTALL_HINT = (
+    "onnxruntime is not installed: install exactly one of  pip install 'dfscan[cpu]'  "
+    "(onnxruntime) or  pip install 'dfscan[gpu]'  (onnxruntime-gpu)"
+)
+
+
+def import_ort() -> Any:
+    try:
+        import onnxruntime as ort  # noqa: PLC0415 - optional dependency, imported on demand
+    except ImportError:
+        raise RuntimeMissingError(INSTALL_HINT) from None
+    if not hasattr(ort, "InferenceSession"):
+        # Both onnxruntime and onnxruntime-gpu installed, then one uninstalled: the folder is half gone.
+        raise RuntimeMissingError(
+            "onnxruntime is broken (onnxruntime and onnxruntime-gpu clobbered each other): "
+            "pip uninstall -y onnxruntime onnxruntime-gpu, then install one of them again"
+        )
+    return ort
+
+
+def _session_options(ort: Any, threads: int | None) -> Any:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only from our own sessions; provider probing is quieter still
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_works() -> bool:
+    """True when onnxruntime-gpu can really open a CUDA session here (libraries present, a GPU visible)."""
+    ort = import_ort()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    model_bytes = _tiny_identity_model()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # fatal only: a failed CUDA probe must not spray errors on the user
+    try:
+        session = ort.InferenceSession(model_bytes, options, providers=["CUDAExecutionProvider"])
+    except Exception:  # noqa: BLE001 - any failure means "no usable CUDA"
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
+
+
+def _tiny_identity_model() -> bytes:
+    """A serialized one-node ONNX model (Identity), written by hand so the probe needs no `onnx` package."""
+    from dfscan.assets import IDENTITY_ONNX  # noqa: PLC0415
+
+    return IDENTITY_ONNX.read_bytes()
+
+
+def providers_for(device: str) -> list[str]:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    ort = import_ort()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeMissingError(
+                "--device cuda needs onnxruntime-gpu: pip uninstall -y onnxruntime && pip install 'dfscan[gpu]'"
+            )
+        if not cuda_works():
+            raise RuntimeMissingError(
+                "--device cuda: onnxruntime-gpu is installed but no CUDA session opens "
+                "(no GPU visible, or CUDA/cuDNN libraries missing)"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_works() else ["CPUExecutionProvider"]
+
+
+def create_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None) -> Any:
+    """Open an onnxruntime InferenceSession on the providers `device` resolves to."""
+    ort = import_ort()
+    providers = providers_for(device)
+    options = _session_options(ort, threads)
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise ModelError(f"model file {model} not found")
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for a bad file
+        name = "model bytes" if isinstance(model, bytes) else str(model)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {name} as ONNX: {first_line}") from None
+
+
+def session_provider(session: Any) -> str:
+    """The provider a session actually runs on (the first one ORT kept)."""
+    return session.get_providers()[0]
