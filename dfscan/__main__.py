@@ -1,0 +1,3 @@
+from dfscan.cli import app
+
+app()
