@@ -1,0 +1,238 @@
+"""The `dfscan` command line. It parses options and prints; the work is done by the library
+(`dfscan.scan`, `dfscan.train`, `dfscan.evaluate`)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from dfscan import __version__
+from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, DfscanError
+
+app = typer.Typer(
+    name="dfscan",
+    help="Forensic video scanner: tells whether the faces in a video were manipulated.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+FRAMES_HELP = "Frames to sample uniformly: a number, or 'all'. Default: the model bundle's (32)."
+THRESHOLD_HELP = "Decision threshold: a value in [0,1] or an operating point of the bundle (balanced, low-fpr, high-recall)."
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Turn library errors into one line on stderr and the documented exit code."""
+    try:
+        return action()
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+def _settings(frames: str | None, fps: float | None, threshold: str | None, aggregation: str | None,
+              min_track_faces: int, detect_side: int):
+    from dfscan.scan import DetectorSettings, ScanSettings  # noqa: PLC0415
+
+    all_frames = frames is not None and frames.strip().lower() == "all"
+    n_frames = None
+    if frames is not None and not all_frames:
+        try:
+            n_frames = int(frames)
+        except ValueError:
+            raise _fail(f"--frames must be a positive number or 'all', not {frames!r}", EXIT_USAGE) from None
+        if n_frames < 1:
+            raise _fail("--frames must be at least 1", EXIT_USAGE)
+    if fps is not None and fps <= 0:
+        raise _fail("--fps must be positive", EXIT_USAGE)
+    return ScanSettings(frames=n_frames, fps=fps, all_frames=all_frames, threshold=threshold,
+                        aggregation=aggregation, min_track_faces=min_track_faces,
+                        detector=DetectorSettings(max_side=detect_side))
+
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Model bundle directory. Default: the bundled weights/default.")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda (auto takes CUDA when onnxruntime-gpu has a working GPU).")
+FramesOpt = typer.Option(None, "--frames", "-n", help=FRAMES_HELP)
+FpsOpt = typer.Option(None, "--fps", help="Sample at this rate instead of a fixed count (dense timelines).")
+ThresholdOpt = typer.Option(None, "--threshold", "-t", help=THRESHOLD_HELP)
+AggOpt = typer.Option(None, "--aggregation", help="Per-track rule: mean | median | max | topk. Default: the bundle's.")
+MinTrackOpt = typer.Option(3, "--min-track-faces", help="Faces a track needs before it can decide the verdict.")
+DetectSideOpt = typer.Option(960, "--detect-side", help="Longest side (pixels) frames are shrunk to for face detection.")
+
+
+@app.command()
+def check(
+    video: Optional[Path] = typer.Argument(None, help="The video file to check."),
+    example: bool = typer.Option(False, "--example", help="Check the bundled example clip (public-domain NASA photo)."),
+    model: Optional[Path] = ModelOpt,
+    device: str = DeviceOpt,
+    frames: Optional[str] = FramesOpt,
+    fps: Optional[float] = FpsOpt,
+    threshold: Optional[str] = ThresholdOpt,
+    aggregation: Optional[str] = AggOpt,
+    min_track_faces: int = MinTrackOpt,
+    detect_side: int = DetectSideOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON (per-frame and per-track scores, boxes, provenance)."),
+) -> None:
+    """Check one video. Exit 0: not fake (or no face), 1: FAKE, 3: could not be scanned, 4: setup problem."""
+    from dfscan.assets import EXAMPLE_CLIP  # noqa: PLC0415
+    from dfscan.report.table import print_video  # noqa: PLC0415
+    from dfscan.scan import scan_video  # noqa: PLC0415
+
+    if example:
+        video = EXAMPLE_CLIP
+    if video is None:
+        raise _fail("give a video path, or --example", EXIT_USAGE)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side)
+    result = _run(lambda: scan_video(video, model=model, device=device, settings=settings))
+    if json_out:
+        out.print_json(result.to_json(), highlight=False) if out.is_terminal else print(result.to_json())
+    else:
+        print_video(result, out)
+    if result.label == "ERROR":
+        err.print(f"[bold red]error:[/] {result.path}: {result.reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT_FAILED)
+    raise typer.Exit(EXIT_FAKE if result.label == "FAKE" else EXIT_OK)
+
+
+@app.command()
+def scan(
+    root: Path = typer.Argument(..., help="Directory (scanned recursively) or a single video."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per video, flushed as each finishes."),
+    jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON result per line, flushed as each finishes."),
+    include: List[str] = typer.Option([], "--include", help="Glob of file names to scan (repeatable). Default: common video extensions."),
+    exclude: List[str] = typer.Option([], "--exclude", help="Glob of paths to skip (repeatable)."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
+    resume: bool = typer.Option(False, "--resume", help="Skip videos already in --csv/--jsonl and append to them."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes."),
+    model: Optional[Path] = ModelOpt,
+    device: str = DeviceOpt,
+    frames: Optional[str] = FramesOpt,
+    fps: Optional[float] = FpsOpt,
+    threshold: Optional[str] = ThresholdOpt,
+    aggregation: Optional[str] = AggOpt,
+    min_track_faces: int = MinTrackOpt,
+    detect_side: int = DetectSideOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-video lines, only the summary."),
+) -> None:
+    """Scan a directory of videos. Exit 0: nothing fake, 1: something FAKE, 3: some files failed
+    (and none was FAKE), 4: setup problem."""
+    from dfscan.inputs import VIDEO_PATTERNS, find_videos  # noqa: PLC0415
+    from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
+    from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
+    from dfscan.results import VideoResult  # noqa: PLC0415
+    from dfscan.scan import iter_scan  # noqa: PLC0415
+
+    if not root.exists():
+        raise _fail(f"{root} does not exist", EXIT_USAGE)
+    if workers < 1:
+        raise _fail("--workers must be at least 1", EXIT_USAGE)
+    if resume and not (csv_path or jsonl_path):
+        raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side)
+    writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
+                           JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
+    done: set[str] = set.intersection(*(w.done_paths() for w in writers)) if resume and writers else set()
+    found = list(find_videos(root, include or VIDEO_PATTERNS, exclude, recursive))
+    todo = [f for f in found if f.path not in done]
+    problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
+                for f in todo if f.problem]
+    paths = [f.path for f in todo if not f.problem]
+    if resume and done:
+        err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done", highlight=False)
+    results: list[VideoResult] = []
+
+    def record(result: VideoResult) -> None:
+        for writer in writers:
+            if result.path not in writer.done_paths():
+                writer.write(result)
+        results.append(result)
+        if not quiet:
+            progress.console.print(result_line(result), highlight=False, soft_wrap=True)
+
+    started = time.perf_counter()
+    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                        TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal)
+    try:
+        with progress:
+            task = progress.add_task("scan", total=len(todo), rate="")
+            for result in problems:
+                record(result)
+                progress.advance(task)
+            for result in _run(lambda: iter_scan(paths, model=model, device=device, settings=settings, workers=workers)):
+                record(result)
+                rate = len(results) / max(time.perf_counter() - started, 1e-6)
+                progress.update(task, advance=1, rate=f"{rate:.2f} videos/s")
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
+    finally:
+        for writer in writers:
+            writer.close()
+    err.print(summary_table(results))
+    labels = {r.label for r in results}
+    raise typer.Exit(EXIT_FAKE if "FAKE" in labels else EXIT_INPUT_FAILED if "ERROR" in labels else EXIT_OK)
+
+
+@app.command()
+def info(model: Optional[Path] = ModelOpt) -> None:
+    """Show a model bundle's manifest: preprocessing, threshold, operating points, training, metrics."""
+    import json  # noqa: PLC0415
+
+    from dfscan.model.manifest import load_manifest  # noqa: PLC0415
+    from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
+
+    manifest = _run(lambda: load_manifest(model or default_bundle_path()))
+    print(json.dumps(manifest.to_dict(), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print dfscan's version and the onnxruntime providers available."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        providers = ", ".join(ort.get_available_providers())
+        runtime = f"onnxruntime {ort.__version__} ({providers})"
+    except ImportError:
+        runtime = "onnxruntime not installed"
+    print(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")
+
+
+def _mount_optional_commands() -> None:
+    """Commands written in their own modules (training, extraction, evaluation). None imports torch
+    at import time, so `check` and `scan` keep working without it."""
+    try:
+        from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
+    except ImportError:
+        pass
+    else:
+        app.add_typer(train_app, name="train", help="Train a detector with one of the papers' recipes.")
+        app.command("export")(export_command)
+    try:
+        from dfscan.commands.data import eval_command, extract_command  # noqa: PLC0415
+    except ImportError:
+        pass
+    else:
+        app.command("extract")(extract_command)
+        app.command("eval")(eval_command)
+
+
+_mount_optional_commands()
+
+if __name__ == "__main__":
+    app()

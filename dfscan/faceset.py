@@ -1,0 +1,153 @@
+"""The one face-set format: `images/` + `labels.csv`. `dfscan extract` writes it, `dfscan train` and
+`dfscan eval` read it. The columns are those of the DFDC faces set (file,label,split,source,video,width,
+height), with optional `frame` and `track` for faces extracted from videos by dfscan itself."""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+LABELS = ("real", "fake")
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = ("file", "label", "split", "source", "video", "width", "height")
+
+
+@dataclass
+class FaceRecord:
+    file: str                 # relative to images/
+    label: str                # real | fake
+    split: str                # train | val | test
+    source: str               # the real video the face comes from: the group key for splits
+    video: str                # the video the crop was cut from
+    width: int = 0            # face box size in the original frame
+    height: int = 0
+    frame: int | None = None  # frame index in `video`, when extracted by dfscan
+    track: int | None = None  # face track id within `video`
+
+    @property
+    def is_fake(self) -> int:
+        return int(self.label == "fake")
+
+
+COLUMNS = tuple(f.name for f in fields(FaceRecord))
+
+
+def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
+    try:
+        record = FaceRecord(
+            file=row["file"], label=row["label"].strip().lower(), split=row["split"].strip().lower(),
+            source=row["source"], video=row["video"],
+            width=int(float(row.get("width") or 0)), height=int(float(row.get("height") or 0)),
+            frame=int(row["frame"]) if row.get("frame") not in (None, "") else None,
+            track=int(row["track"]) if row.get("track") not in (None, "") else None,
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{csv_path}:{line}: bad row ({exc})") from None
+    if record.label not in LABELS:
+        raise ValueError(f"{csv_path}:{line}: label {record.label!r} is not one of {LABELS}")
+    return record
+
+
+class FaceSet:
+    """A face set on disk. Records are read once; images are read on demand."""
+
+    def __init__(self, root: str | Path, records: list[FaceRecord]):
+        self.root = Path(root)
+        self.records = records
+
+    @classmethod
+    def load(cls, root: str | Path) -> "FaceSet":
+        root = Path(root)
+        csv_path = root / "labels.csv"
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"{root} is not a face set: no labels.csv")
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{csv_path} lacks columns {missing}")
+            records = [_parse_row(row, i + 2, csv_path) for i, row in enumerate(reader)]
+        return cls(root, records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split(self, name: str) -> list[FaceRecord]:
+        return [r for r in self.records if r.split == name]
+
+    def image_path(self, record: FaceRecord) -> Path:
+        return self.root / "images" / record.file
+
+    def read_image(self, record: FaceRecord) -> np.ndarray:
+        return read_rgb(self.image_path(record))
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        counts = Counter((r.split, r.label) for r in self.records)
+        return {s: {lab: counts[(s, lab)] for lab in LABELS} for s in sorted({r.split for r in self.records})}
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class FaceSetWriter:
+    """Appends crops and rows to a face set; safe to reopen to resume (rows already written are kept,
+    `has_video` tells which videos are done). Each row is flushed as it is written."""
+
+    def __init__(self, root: str | Path, jpeg_quality: int = 95):
+        self.root = Path(root)
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.root / "labels.csv"
+        self.jpeg_quality = jpeg_quality
+        self._done_videos = self._read_done_videos()
+        new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS)
+        if new_file:
+            self._writer.writeheader()
+            self._fh.flush()
+
+    def _read_done_videos(self) -> set[str]:
+        if not self.csv_path.is_file():
+            return set()
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            return {row["video"] for row in csv.DictReader(fh) if row.get("video")}
+
+    def has_video(self, video: str) -> bool:
+        return video in self._done_videos
+
+    def add(self, image: np.ndarray, record: FaceRecord) -> None:
+        path = self.root / "images" / record.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]):
+            raise OSError(f"cannot write {path}")
+        self.add_rows([record])
+
+    def add_rows(self, records: Iterable[FaceRecord]) -> None:
+        for record in records:
+            self._writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items()})
+            self._done_videos.add(record.video)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "FaceSetWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_split(face_set: FaceSet, split: str) -> Iterator[tuple[FaceRecord, np.ndarray]]:
+    for record in face_set.split(split):
+        yield record, face_set.read_image(record)

@@ -1,0 +1,73 @@
+"""Finding the videos to scan in a directory tree: recursive, include/exclude globs, symlink loops
+broken, unreadable entries reported instead of aborting the walk."""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+VIDEO_PATTERNS = ("*.mp4", "*.m4v", "*.mov", "*.avi", "*.mkv", "*.webm", "*.mpg", "*.mpeg", "*.wmv",
+                  "*.flv", "*.3gp", "*.ts", "*.mts", "*.m2ts", "*.ogv")
+
+
+@dataclass(frozen=True)
+class Found:
+    path: str
+    problem: str | None = None   # set when the entry can't be scanned (loop, unreadable directory)
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name.lower(), p.lower()) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def find_videos(root: str | Path, include: Sequence[str] = VIDEO_PATTERNS, exclude: Sequence[str] = (),
+                recursive: bool = True) -> Iterator[Found]:
+    """Yield candidate files under `root` in sorted order (a file given directly is yielded as is).
+
+    Symlinked directories are followed once each (by device and inode), so a link loop ends the descent
+    instead of recursing forever; a file symlink that loops or dangles is yielded with its problem."""
+    root = Path(root)
+    if not root.is_dir():
+        yield Found(str(root))
+        return
+    seen: set[tuple[int, int]] = set()
+
+    def walk(directory: Path) -> Iterator[Found]:
+        try:
+            st = directory.stat()
+        except OSError as exc:
+            yield Found(str(directory), f"cannot read directory: {exc.strerror or exc}")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return
+        seen.add(key)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            yield Found(str(directory), f"cannot list directory: {exc.strerror or exc}")
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            rel = path.relative_to(root).as_posix()
+            if exclude and _matches(rel, exclude):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError as exc:  # ELOOP on a self-referencing link
+                if _matches(rel, include):
+                    yield Found(str(path), f"unreadable link: {exc.strerror or exc}")
+                continue
+            if is_dir:
+                if recursive:
+                    yield from walk(path)
+            elif _matches(rel, include):
+                if entry.is_symlink() and not path.exists():
+                    yield Found(str(path), "dangling symlink")
+                else:
+                    yield Found(str(path))
+
+    yield from walk(root)

@@ -1,0 +1,135 @@
+"""Turns face crops into fake probabilities with a bundle's two ONNX models and its calibration."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfscan.errors import ModelError
+from dfscan.model.manifest import Manifest, bundle_hash, load_manifest
+from dfscan.runtime import create_session, session_provider
+
+CHECKOUT_BUNDLE = Path(__file__).resolve().parents[2] / "weights" / "default"
+INSTALLED_BUNDLE = Path(sys.prefix) / "share" / "dfscan" / "weights" / "default"
+BATCH_SIZE = 64
+
+
+def default_bundle_path() -> Path:
+    """The shipped bundle: $DFSCAN_MODEL if set, else weights/default of a checkout (editable install),
+    else the copy a wheel install put under <prefix>/share/dfscan."""
+    if os.environ.get("DFSCAN_MODEL"):
+        return Path(os.environ["DFSCAN_MODEL"])
+    if (CHECKOUT_BUNDLE / "manifest.json").is_file() or not (INSTALLED_BUNDLE / "manifest.json").is_file():
+        return CHECKOUT_BUNDLE
+    return INSTALLED_BUNDLE
+
+
+def calibrate(prob: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """Apply the manifest's calibration to raw classifier probabilities."""
+    prob = np.asarray(prob, dtype=np.float64)
+    if not calibration:
+        return prob
+    method = calibration.get("method")
+    if method == "temperature":
+        eps = 1e-7
+        clipped = np.clip(prob, eps, 1 - eps)
+        logit = np.log(clipped / (1 - clipped))
+        return 1.0 / (1.0 + np.exp(-logit / float(calibration["temperature"])))
+    if method == "isotonic":
+        return np.interp(prob, calibration["x"], calibration["y"])
+    raise ModelError(f"unknown calibration method {method!r}")
+
+
+class Scorer:
+    """A loaded model bundle. `score_crops` takes RGB uint8 crops already cut by `crop_face` with
+    this bundle's `input_size` and `crop_margin`, and returns calibrated fake probabilities."""
+
+    def __init__(self, bundle_dir: str | Path | None = None, device: str = "auto", threads: int | None = None):
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_path()
+        self.manifest: Manifest = load_manifest(self.bundle_dir)
+        self.hash = bundle_hash(self.bundle_dir)
+        files = self.manifest.files
+        self._embedder = create_session(self.bundle_dir / files["embedder"]["path"], device, threads)
+        self._classifier = create_session(self.bundle_dir / files["classifier"]["path"], device, threads)
+        self.provider = session_provider(self._embedder)
+        self._check_io()
+        pre = self.manifest.preprocess
+        self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def _check_io(self) -> None:
+        emb_in = self._embedder.get_inputs()[0]
+        shape = emb_in.shape
+        size = self.manifest.preprocess.input_size
+        if len(shape) != 4 or any(isinstance(d, int) and d != size for d in shape[2:]):
+            raise ModelError(f"embedder input shape {shape} does not match manifest input_size {size}")
+        cls_in = self._classifier.get_inputs()[0].shape
+        dim = self.manifest.embedding_dim
+        if len(cls_in) != 2 or (isinstance(cls_in[1], int) and cls_in[1] != dim):
+            raise ModelError(f"classifier input shape {cls_in} does not match embedding_dim {dim}")
+
+    @property
+    def input_size(self) -> int:
+        return self.manifest.preprocess.input_size
+
+    @property
+    def crop_margin(self) -> float:
+        return self.manifest.preprocess.crop_margin
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "sha256": self.hash,
+            "path": str(self.bundle_dir),
+            "input_size": self.input_size,
+            "crop_margin": self.crop_margin,
+            "calibration": (self.manifest.calibration or {}).get("method"),
+        }
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        batch = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        return (batch - self._mean) / self._std
+
+    def raw_scores(self, crops: np.ndarray) -> np.ndarray:
+        """Uncalibrated classifier probabilities for a (N,S,S,3) uint8 array of crops."""
+        crops = np.asarray(crops)
+        size = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+            raise ValueError(f"crops must be (N,{size},{size},3) uint8, got {crops.shape}")
+        out: list[np.ndarray] = []
+        emb_name = self._embedder.get_inputs()[0].name
+        cls_name = self._classifier.get_inputs()[0].name
+        for start in range(0, len(crops), BATCH_SIZE):
+            batch = self.preprocess(crops[start:start + BATCH_SIZE])
+            embeddings = self._embedder.run(None, {emb_name: batch})[0].astype(np.float32)
+            probs = self._classifier.run(None, {cls_name: embeddings})[0]
+            out.append(np.asarray(probs, dtype=np.float64).reshape(len(batch), -1)[:, -1])
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def score_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Calibrated probability that each face is fake."""
+        return calibrate(self.raw_scores(crops), self.manifest.calibration)
+
+    def resolve_threshold(self, threshold: str | float | None) -> tuple[float, str]:
+        """A threshold value and the name it is known by ("manifest", an operating point, or "custom")."""
+        if threshold is None:
+            name = self.manifest.scan.operating_point or "manifest"
+            return float(self.manifest.scan.threshold), name
+        if isinstance(threshold, (int, float)):
+            value = float(threshold)
+        else:
+            points = self.manifest.operating_points
+            if threshold in points:
+                return float(points[threshold]), threshold
+            try:
+                value = float(threshold)
+            except ValueError:
+                names = ", ".join(sorted(points)) or "none in this bundle"
+                raise ValueError(f"unknown threshold {threshold!r}: a number in [0,1] or one of: {names}") from None
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold {value} outside [0, 1]")
+        return value, "custom"

@@ -1,0 +1,1 @@
+"""Reports: rich tables for people, CSV / JSONL for machines."""
