@@ -8,6 +8,12 @@ from typing import Any
 from dfscan import __version__
 
 
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    return f"{float(value):.3f}"
+
+
 @dataclass
 class FaceObservation:
     frame_index: int
@@ -102,8 +108,3 @@ class VideoResult:
 
 CSV_COLUMNS = tuple(VideoResult(path="", label="").csv_row().keys())
 
-
-def _fmt(value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    return f"{float(value):.3f}"

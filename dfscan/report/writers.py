@@ -34,7 +34,7 @@ def _drop_partial_last_line(path: Path) -> None:
 
 
 class _LineWriter:
-    def __init__(self, path: str | Path, resume: bool):
+    def __init__(self, path: str | Path, resume: bool = False):
         self.path = Path(path)
         if resume and self.path.exists():
             _drop_partial_last_line(self.path)

@@ -1,0 +1,53 @@
+import csv
+import json
+import os
+
+import pytest
+
+from dfscan.inputs import find_videos
+from dfscan.report.writers import CsvWriter, JsonlWriter
+from dfscan.results import CSV_COLUMNS, VideoResult
+
+
+def test_find_videos_globs_recursion_and_symlink_loop(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("x.mp4", "a/y.MOV", "a/b/z.mkv", "a/notes.txt", "a/b/skip_me.mp4"):
+        (tmp_path / rel).write_bytes(b"0")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")        # directory loop
+    os.symlink(tmp_path / "self.mp4", tmp_path / "self.mp4")          # a link to itself
+    os.symlink(tmp_path / "missing.mp4", tmp_path / "dangling.mp4")
+    found = list(find_videos(tmp_path, exclude=["*skip_me*"]))
+    paths = {os.path.relpath(f.path, tmp_path): f.problem for f in found}
+    assert paths["x.mp4"] is None and paths["a/y.MOV"] is None and paths["a/b/z.mkv"] is None
+    assert "a/notes.txt" not in paths and "a/b/skip_me.mp4" not in paths
+    assert paths["self.mp4"] and paths["dangling.mp4"]
+    assert not any(p.startswith("a/b/loop/") for p in paths)  # the loop was entered at most once
+    only_top = {os.path.relpath(f.path, tmp_path) for f in find_videos(tmp_path, recursive=False)}
+    assert "a/y.MOV" not in only_top and "x.mp4" in only_top
+
+
+def _result(path, label="REAL", score=0.1):
+    return VideoResult(path=path, label=label, score=score, threshold=0.5)
+
+
+@pytest.mark.parametrize("writer_cls,suffix", [(CsvWriter, "csv"), (JsonlWriter, "jsonl")])
+def test_writer_resume_drops_partial_line_and_skips_done(tmp_path, writer_cls, suffix):
+    out = tmp_path / f"out.{suffix}"
+    writer = writer_cls(out)
+    writer.write(_result("a.mp4"))
+    writer.write(_result("b.mp4", "FAKE", 0.9))
+    writer.close()
+    with open(out, "a", encoding="utf-8") as fh:
+        fh.write('c.mp4,REAL,0.1' if suffix == "csv" else '{"path": "c.mp4", "lab')  # killed mid-write
+    resumed = writer_cls(out, resume=True)
+    assert resumed.done_paths() == {"a.mp4", "b.mp4"}
+    resumed.write(_result("c.mp4"))
+    resumed.close()
+    if suffix == "csv":
+        with open(out, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in rows] == ["a.mp4", "b.mp4", "c.mp4"]
+    assert rows[1]["label"] == "FAKE"
