@@ -45,7 +45,7 @@ def _run(action: Callable[[], T]) -> T:
 
 
 def _settings(frames: str | None, fps: float | None, threshold: str | None, aggregation: str | None,
-              min_track_faces: int, detect_side: int):
+              min_track_faces: int, detect_side: int, thumbnails: bool = False):
     from dfscan.scan import DetectorSettings, ScanSettings  # noqa: PLC0415
 
     all_frames = frames is not None and frames.strip().lower() == "all"
@@ -60,7 +60,7 @@ def _settings(frames: str | None, fps: float | None, threshold: str | None, aggr
     if fps is not None and fps <= 0:
         raise _fail("--fps must be positive", EXIT_USAGE)
     return ScanSettings(frames=n_frames, fps=fps, all_frames=all_frames, threshold=threshold,
-                        aggregation=aggregation, min_track_faces=min_track_faces,
+                        aggregation=aggregation, min_track_faces=min_track_faces, keep_thumbnails=thumbnails,
                         detector=DetectorSettings(max_side=detect_side))
 
 
@@ -87,6 +87,7 @@ def check(
     min_track_faces: int = MinTrackOpt,
     detect_side: int = DetectSideOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON (per-frame and per-track scores, boxes, provenance)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report (thumbnails, timeline, provenance)."),
 ) -> None:
     """Check one video. Exit 0: not fake (or no face), 1: FAKE, 3: could not be scanned, 4: setup problem."""
     from dfscan.assets import EXAMPLE_CLIP  # noqa: PLC0415
@@ -97,8 +98,12 @@ def check(
         video = EXAMPLE_CLIP
     if video is None:
         raise _fail("give a video path, or --example", EXIT_USAGE)
-    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side, thumbnails=report is not None)
     result = _run(lambda: scan_video(video, model=model, device=device, settings=settings))
+    if report is not None:
+        from dfscan.report.html import write_video_report  # noqa: PLC0415
+
+        err.print(f"report: {write_video_report(result, report)}", highlight=False)
     if json_out:
         out.print_json(result.to_json(), highlight=False) if out.is_terminal else print(result.to_json())
     else:
@@ -128,6 +133,7 @@ def scan(
     min_track_faces: int = MinTrackOpt,
     detect_side: int = DetectSideOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-video lines, only the summary."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Directory for an HTML report: index.html sorted by score, a page per video."),
 ) -> None:
     """Scan a directory of videos. Exit 0: nothing fake, 1: something FAKE, 3: some files failed
     (and none was FAKE), 4: setup problem."""
@@ -143,7 +149,12 @@ def scan(
         raise _fail("--workers must be at least 1", EXIT_USAGE)
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
-    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side, thumbnails=report is not None)
+    html_report = None
+    if report is not None:
+        from dfscan.report.html import ScanReport  # noqa: PLC0415
+
+        html_report = ScanReport(report)
     writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
                            JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
     done: set[str] = set.intersection(*(w.done_paths() for w in writers)) if resume and writers else set()
@@ -160,6 +171,9 @@ def scan(
         for writer in writers:
             if result.path not in writer.done_paths():
                 writer.write(result)
+        if html_report is not None:
+            html_report.add(result)
+        result.thumbnails = {}
         results.append(result)
         if not quiet:
             progress.console.print(result_line(result), highlight=False, soft_wrap=True)

@@ -54,6 +54,8 @@ class VideoResult:
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     dfscan_version: str = __version__
+    # JPEG face crops keyed "track_id:frame_index", kept only when asked for (HTML reports); never serialised.
+    thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -65,7 +67,13 @@ class VideoResult:
         return max(scored, key=lambda t: t.score) if scored else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        thumbnails, self.thumbnails = self.thumbnails, {}
+        try:
+            data = asdict(self)
+        finally:
+            self.thumbnails = thumbnails
+        data.pop("thumbnails")
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)

@@ -45,6 +45,7 @@ class ScanSettings:
     min_track_faces: int = 3
     max_side: int = 1920              # decoded frames are downscaled to this longer side
     hash_input: bool = True
+    keep_thumbnails: bool = False     # JPEG face crops in VideoResult.thumbnails, for HTML reports
     detector: DetectorSettings = field(default_factory=DetectorSettings)
 
 
@@ -126,7 +127,7 @@ class Scanner:
         detections = self._detect(frames)
         t3 = time.perf_counter()
         tracks = link_tracks(detections)
-        scores = self._score_tracks(frames, tracks)
+        scores = self._score_tracks(frames, tracks, result.thumbnails if settings.keep_thumbnails else None)
         t4 = time.perf_counter()
         result.timings.update(decode_s=round(t1 - t0, 4), hash_s=round(t2 - t1, 4),
                               detect_s=round(t3 - t2, 4), score_s=round(t4 - t3, 4))
@@ -146,7 +147,8 @@ class Scanner:
                               for i in keep[:ds.max_faces_per_frame]])
         return per_frame
 
-    def _score_tracks(self, frames: list[Any], tracks: list[Track]) -> dict[int, np.ndarray]:
+    def _score_tracks(self, frames: list[Any], tracks: list[Track],
+                      thumbnails: dict[str, bytes] | None = None) -> dict[int, np.ndarray]:
         size, margin = self.scorer.input_size, self.scorer.crop_margin
         crops, owners = [], []
         for track in tracks:
@@ -154,6 +156,8 @@ class Scanner:
                 frame = frames[det.frame_pos]
                 crops.append(crop_face(frame.image, det.box / frame.scale, size, margin))
                 owners.append(track.track_id)
+                if thumbnails is not None:
+                    thumbnails[f"{track.track_id}:{frame.index}"] = encode_thumbnail(crops[-1])
         if not crops:
             return {}
         probs = self.scorer.score_crops(np.stack(crops))
@@ -204,6 +208,14 @@ class Scanner:
         flagged = [(f["timestamp"], f["score"]) for f in result.frames if f["score"] is not None]
         result.segments = verdict.suspicious_segments([t for t, _ in flagged], [s for _, s in flagged],
                                                       result.threshold)
+
+
+def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:
+    import cv2  # noqa: PLC0415
+
+    small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return data.tobytes() if ok else b""
 
 
 def sha256_of(path: str | Path) -> str:

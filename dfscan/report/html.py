@@ -1,0 +1,171 @@
+"""Self-contained HTML reports: no network, no external URL, images embedded as data URIs, the
+timeline drawn as inline SVG. One page per video; for a batch scan, an index sorted by score."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Iterable
+
+from dfscan.results import VideoResult
+
+COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+LABEL_COLOUR = {"FAKE": "#c0392b", "REAL": "#1e8449", "NO_FACE": "#b7950b", "ERROR": "#7d3c98"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:20px;word-break:break-all} h2{font-size:16px;margin-top:28px}
+.verdict{display:inline-block;padding:6px 14px;border-radius:6px;color:#fff;font-weight:700;font-size:22px}
+.score{font-size:22px;margin-left:12px} .muted{color:#666} .reason{margin:8px 0;color:#555}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+.strip{display:flex;flex-wrap:wrap;gap:6px} .thumb{text-align:center;font-size:11px}
+.thumb img{width:72px;height:72px;border:3px solid #ccc;border-radius:4px;display:block}
+.thumb.flag img{border-color:#c0392b} pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:8px}
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def timeline_svg(result: VideoResult, width: int = 860, height: int = 220) -> str:
+    """Per-frame scores of each track over time, the threshold line, suspicious segments shaded."""
+    left, right, top, bottom = 40, 10, 10, 30
+    duration = (result.video or {}).get("duration_s") or max((f["timestamp"] for f in result.frames), default=1.0) or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(t: float) -> float:
+        return left + plot_w * min(max(t / duration, 0.0), 1.0)
+
+    def y(s: float) -> float:
+        return top + plot_h * (1.0 - s)
+
+    parts = [f'<svg role="img" aria-label="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
+    for seg in result.segments:
+        x1, x2 = x(seg["start_s"]), x(seg["end_s"])
+        parts.append(f'<rect class="segment" x="{x1 - 3:.1f}" y="{top}" width="{max(x2 - x1, 0) + 6:.1f}" '
+                     f'height="{plot_h}" fill="#f5b7b1" opacity="0.6"/>')
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" font-size="10" text-anchor="end">{tick:.2f}</text>')
+    for i in range(6):
+        t = duration * i / 5
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 12}" font-size="10" text-anchor="middle">{t:.1f}s</text>')
+    if result.threshold is not None:
+        ty = y(result.threshold)
+        parts.append(f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                     f'stroke="#c0392b" stroke-dasharray="6,4"/>')
+    for n, track in enumerate(result.tracks):
+        colour = COLOURS[n % len(COLOURS)]
+        points = [(x(o.timestamp), y(o.score)) for o in track.observations]
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colour}"/>' for px, py in points)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _thumb_strip(result: VideoResult, track_index: int) -> str:
+    track = result.tracks[track_index]
+    cells = []
+    for obs in track.observations:
+        data = result.thumbnails.get(f"{track.track_id}:{obs.frame_index}")
+        flag = " flag" if result.threshold is not None and obs.score >= result.threshold else ""
+        img = (f'<img alt="face {track.track_id} frame {obs.frame_index}" '
+               f'src="data:image/jpeg;base64,{base64.b64encode(data).decode()}">' if data else "<div>no image</div>")
+        cells.append(f'<div class="thumb{flag}">{img}{obs.timestamp:.2f}s<br>{obs.score:.2f}</div>')
+    return f'<div class="strip">{"".join(cells)}</div>'
+
+
+def _provenance(result: VideoResult) -> str:
+    video = result.video or {}
+    rows = [("file", result.path), ("sha256", video.get("sha256", "")), ("size (bytes)", video.get("size_bytes", "")),
+            ("container / codec", f"{video.get('container', '')} / {video.get('codec', '')}"),
+            ("resolution", f"{video.get('width', '')}x{video.get('height', '')}"), ("fps", video.get("fps", "")),
+            ("duration (s)", video.get("duration_s", "")), ("rotation", video.get("rotation", "")),
+            ("model", f"{(result.model or {}).get('name', '')} {(result.model or {}).get('version', '')}"),
+            ("model sha256", (result.model or {}).get("sha256", "")), ("provider", result.provider or ""),
+            ("threshold", f"{_score(result.threshold)} ({result.threshold_name})"), ("aggregation", result.aggregation),
+            ("dfscan", result.dfscan_version)]
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    frames = ", ".join(f"{f['index']}@{f['timestamp']:.2f}s" for f in result.frames)
+    return (f"<table>{body}</table><h3>Frames sampled ({len(result.frames)})</h3><p class='muted'>{_esc(frames)}</p>"
+            f"<h3>Settings</h3><pre>{_esc(json.dumps(result.settings, indent=2))}</pre>")
+
+
+def render_video_report(result: VideoResult) -> str:
+    colour = LABEL_COLOUR.get(result.label, "#555")
+    tracks_html = []
+    for i, track in enumerate(sorted(range(len(result.tracks)), key=lambda k: -(result.tracks[k].score or -1))):
+        t = result.tracks[track]
+        tracks_html.append(f"<h3>Face track {t.track_id}: {t.label}, score {_score(t.score)}, {t.n_faces} faces</h3>"
+                           + _thumb_strip(result, track))
+    segments = "".join(f"<li>{s['start_s']:.2f}s - {s['end_s']:.2f}s: mean {s['mean_score']:.3f}, "
+                       f"max {s['max_score']:.3f} ({s['n_frames']} frames)</li>" for s in result.segments)
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dfscan: {_esc(Path(result.path).name)}</title>
+<style>{CSS}</style></head><body>
+<h1>{_esc(result.path)}</h1>
+<div><span class="verdict" style="background:{colour}">{_esc(result.label)}</span>
+<span class="score">score {_score(result.score)}</span>
+<span class="muted"> threshold {_score(result.threshold)} ({_esc(result.threshold_name)})</span></div>
+{f'<p class="reason">{_esc(result.reason)}</p>' if result.reason else ''}
+<h2>Timeline</h2>{timeline_svg(result) if result.frames else '<p class="muted">no frames</p>'}
+<h2>Suspicious segments</h2>{f'<ul>{segments}</ul>' if segments else '<p class="muted">none above the threshold</p>'}
+<h2>Faces</h2>{''.join(tracks_html) or '<p class="muted">no face tracks</p>'}
+<h2>Provenance</h2>{_provenance(result)}
+</body></html>"""
+
+
+def write_video_report(result: VideoResult, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_video_report(result), encoding="utf-8")
+    return path
+
+
+def _page_name(n: int, result: VideoResult) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(result.path).stem)[:60]
+    return f"{n:05d}_{stem}.html"
+
+
+class ScanReport:
+    """A batch report written as the scan goes: each video's page when it finishes (so memory stays flat
+    over thousands of videos), and index.html, sorted by score, rewritten after each video."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        (self.out_dir / "videos").mkdir(parents=True, exist_ok=True)
+        self._rows: list[tuple[str, float | None, str, str, str]] = []
+
+    def add(self, result: VideoResult) -> None:
+        page = f"videos/{_page_name(len(self._rows), result)}"
+        write_video_report(result, self.out_dir / page)
+        self._rows.append((result.label, result.score, result.path, result.reason or "", page))
+        self.write_index()
+
+    def write_index(self) -> Path:
+        ordered = sorted(self._rows, key=lambda r: (r[1] is None, -(r[1] or 0.0), r[2]))
+        rows = "".join(
+            f'<tr><td style="color:{LABEL_COLOUR.get(label, "#555")};font-weight:700">{_esc(label)}</td>'
+            f'<td>{_score(score)}</td><td><a href="{_esc(page)}">{_esc(path)}</a></td><td>{_esc(reason)}</td></tr>'
+            for label, score, path, reason, page in ordered)
+        index = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dfscan scan report</title>
+<style>{CSS}</style></head><body><h1>dfscan scan report: {len(ordered)} videos</h1>
+<table><tr><th>verdict</th><th>score</th><th>video</th><th>note</th></tr>{rows}</table></body></html>"""
+        path = self.out_dir / "index.html"
+        path.write_text(index, encoding="utf-8")
+        return path
+
+
+def write_scan_report(results: Iterable[VideoResult], out_dir: str | Path) -> Path:
+    report = ScanReport(out_dir)
+    for result in results:
+        report.add(result)
+    return report.write_index()
