@@ -279,26 +279,19 @@ def version() -> None:
     print(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")
 
 
-def _mount_optional_commands() -> None:
-    """Commands written in their own modules (training, extraction, evaluation). None imports torch
-    at import time, so `check` and `scan` keep working without it."""
-    try:
-        from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        app.add_typer(train_app, name="train", help="Train a detector with one of the papers' recipes.")
-        app.command("export")(export_command)
-    try:
-        from dfscan.commands.data import eval_command, extract_command  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        app.command("extract")(extract_command)
-        app.command("eval")(eval_command)
+def _mount_commands() -> None:
+    """Commands written in their own modules (training, extraction, evaluation). None of them imports
+    torch or sklearn at import time, so `check` and `scan` keep working without the [train] extra."""
+    from dfscan.commands.data import eval_command, extract_command  # noqa: PLC0415
+    from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
+
+    app.add_typer(train_app, name="train", help="Train a detector with one of the papers' recipes.")
+    app.command("export")(export_command)
+    app.command("extract")(extract_command)
+    app.command("eval")(eval_command)
 
 
-_mount_optional_commands()
+_mount_commands()
 
 if __name__ == "__main__":
     app()

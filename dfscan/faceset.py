@@ -124,12 +124,16 @@ class FaceSetWriter:
     def has_video(self, video: str) -> bool:
         return video in self._done_videos
 
-    def add(self, image: np.ndarray, record: FaceRecord) -> None:
+    def write_image(self, image: np.ndarray, record: FaceRecord) -> None:
+        """Write the crop only; rows come later with `add_rows`, so a killed run never lists a half video."""
         path = self.root / "images" / record.file
         path.parent.mkdir(parents=True, exist_ok=True)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]):
             raise OSError(f"cannot write {path}")
+
+    def add(self, image: np.ndarray, record: FaceRecord) -> None:
+        self.write_image(image, record)
         self.add_rows([record])
 
     def add_rows(self, records: Iterable[FaceRecord]) -> None:

@@ -1,0 +1,142 @@
+"""`dfscan extract` and `dfscan eval`: parse options and print. The work is in `dfscan.train.extract` and
+`dfscan.evaluate`, imported only when a command runs (no torch anywhere, sklearn only for metrics)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from dfscan.errors import EXIT_USAGE, DfscanError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def default_out_dir(dataset: str, root: Path, compression: str) -> Path:
+    """Where the training commands look for a dataset's faces: <root>/dfscan_faces/<dataset>[_<compression>]."""
+    base = root.parent if root.is_file() else root
+    name = "ff++_" + compression if dataset == "ff++" else dataset
+    return base / "dfscan_faces" / name
+
+
+def _split_methods(methods: List[str]) -> list[str]:
+    return [m.strip() for value in methods for m in value.split(",") if m.strip()]
+
+
+def _limit(items: list, limit: int | None) -> list:
+    """A stable, label-mixed subset: the first `limit` items in order of a hash of their video id."""
+    if not limit or limit >= len(items):
+        return items
+    ranked = sorted(items, key=lambda i: hashlib.sha256(str(i.video or i.path).encode()).hexdigest())
+    return ranked[:limit]
+
+
+def _print_items(items: list) -> None:
+    counts = Counter((i.split, i.label) for i in items)
+    parts = [f"{s}: {counts[(s, 'real')]} real / {counts[(s, 'fake')]} fake" for s in ("train", "val", "test")]
+    out.print(f"{len(items)} videos ({'; '.join(parts)})", highlight=False)
+
+
+def extract_command(
+    dataset: str = typer.Argument(..., help="ff++ | celebdf | dfdc | folder (real/ + fake/) | csv (path,label[,split,source])."),
+    root: Path = typer.Argument(..., help="The dataset's root folder (or the CSV file)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Face set directory. Default: <root>/dfscan_faces/<dataset>[_<compression>]."),
+    compression: str = typer.Option("c23", "--compression", help="FaceForensics++ quality: raw | c23 | c40."),
+    methods: List[str] = typer.Option([], "--methods", help="FaceForensics++ methods (repeatable or comma-separated). Default: all present."),
+    frames: int = typer.Option(32, "--frames", "-n", help="Frames sampled uniformly per video."),
+    size: int = typer.Option(224, "--size", help="Crop side in pixels."),
+    margin: float = typer.Option(0.0, "--margin", help="Margin added to the face box's longer side, as a fraction (must match the training recipe's crop_margin)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (face detector)."),
+    max_faces: int = typer.Option(1, "--max-faces", help="Faces kept per frame, largest first; above 1, faces are linked into tracks."),
+    train: float = typer.Option(0.8, "--train", help="Train fraction for datasets without an official split."),
+    val: float = typer.Option(0.1, "--val", help="Validation fraction."),
+    test: float = typer.Option(0.1, "--test", help="Test fraction."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Extract only this many videos (a stable mixed subset)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the videos and their splits; extract nothing."),
+) -> None:
+    """Extract face crops from a deepfake dataset into a face set (images/ + labels.csv); resumable."""
+    from dfscan.train.extract import DATASETS, check_grouping, extract_faces, read_dataset  # noqa: PLC0415
+
+    if dataset not in DATASETS:
+        raise _fail(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+    if not root.exists():
+        raise _fail(f"{root} does not exist")
+    if frames < 1 or size < 16 or not 0.0 <= margin <= 2.0 or max_faces < 1:
+        raise _fail("need --frames >= 1, --size >= 16, 0 <= --margin <= 2, --max-faces >= 1")
+    try:
+        items = read_dataset(dataset, root, compression, _split_methods(methods) or None, (train, val, test))
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if not items:
+        raise _fail(f"no videos found for dataset {dataset} under {root}")
+    items = _limit(items, limit)
+    _print_items(items)
+    straddling = check_grouping(items)
+    if straddling:
+        err.print(f"[yellow]warning:[/] {len(straddling)} sources appear in more than one split "
+                  f"(the dataset's official split), e.g. {next(iter(straddling))}", highlight=False)
+    if dry_run:
+        return
+    target = out_dir or default_out_dir(dataset, root, compression)
+    try:
+        stats = extract_faces(items, target, frames=frames, size=size, margin=margin, device=device,
+                              max_faces_per_frame=max_faces)
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
+    out.print(f"{target}: {stats.faces} faces from {stats.videos} videos; {stats.skipped_done} already done, "
+              f"{stats.no_face} without a face, {stats.failed} failed", highlight=False)
+
+
+def _is_face_set(path: Path) -> bool:
+    return path.is_dir() and (path / "labels.csv").is_file()
+
+
+def eval_command(
+    data: Path = typer.Argument(..., help="A face set directory (labels.csv + images/), or labelled videos: a folder with real/ and fake/, or a CSV path,label."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle directory. Default: the bundled weights/default."),
+    split: str = typer.Option("val", "--split", help="train | val | test | all."),
+    threshold: Optional[str] = typer.Option(None, "--threshold", "-t", help="A value in [0,1] or an operating point of the bundle. Default: the bundle's."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Write every item's id, label and score as JSONL."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Frames per video (videos only). Default: the bundle's."),
+) -> None:
+    """Measure a model bundle on a face set (frame and video level) or on labelled videos (full scan)."""
+    from dfscan.evaluate import evaluate_faceset, evaluate_videos, render_table, write_scores_jsonl  # noqa: PLC0415
+
+    if not data.exists():
+        raise _fail(f"{data} does not exist")
+    split_arg = None if split == "all" else split
+    if split_arg not in (None, "train", "val", "test"):
+        raise _fail(f"--split must be train, val, test or all, not {split!r}")
+    try:
+        if _is_face_set(data):
+            from dfscan.model.scorer import Scorer  # noqa: PLC0415
+
+            result = evaluate_faceset(Scorer(model, device=device), data, split_arg, threshold)
+        else:
+            result = evaluate_videos(model, data, split_arg, threshold, device=device, frames=frames)
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    if scores:
+        write_scores_jsonl(scores, result.items)
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        out.print(render_table(result))
+        if scores:
+            out.print(f"scores: {scores}", highlight=False)
+
+
