@@ -1,0 +1,71 @@
+"""Shared test fixtures: paths to ../shared, tiny model bundles, generated videos with and without faces."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # tests/videos.py, tests/bundles.py
+
+from bundles import make_tiny_bundle  # noqa: E402
+from videos import write_video  # noqa: E402
+
+SHARED = TESTS.parents[1] / "shared"
+REAL_CLIPS = SHARED / "clips" / "real"
+DFDC_FACES = SHARED / "datasets" / "dfdc_faces"
+ASTRONAUT = TESTS / "fixtures" / "mtcnn" / "astronaut.jpg"  # NASA, public domain
+
+
+def need_shared_clips() -> Path:
+    if not (REAL_CLIPS / "talking_d0.mp4").is_file():
+        pytest.skip(f"real clips not available at {REAL_CLIPS} (../shared beside the checkout)")
+    return REAL_CLIPS
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> Path:
+    return need_shared_clips()
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    """Tiny bundles: 'neutral' (random weights), 'all_fake' and 'all_real' (a huge logit bias)."""
+    root = tmp_path_factory.mktemp("bundles")
+    points = {"balanced": 0.5, "low-fpr": 0.9, "high-recall": 0.1}
+    return {
+        "neutral": make_tiny_bundle(root / "neutral", operating_points=points),
+        "all_fake": make_tiny_bundle(root / "all_fake", bias=30.0, operating_points=points),
+        "all_real": make_tiny_bundle(root / "all_real", bias=-30.0, operating_points=points),
+    }
+
+
+def astronaut_face() -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
+
+
+def face_frame(index: int, width: int = 320, height: int = 240) -> np.ndarray:
+    """The astronaut photo, scaled to fit, drifting slowly right: one face, always fully visible."""
+    face = astronaut_face()
+    scale = 0.9 * height / face.shape[0]
+    face = cv2.resize(face, (int(face.shape[1] * scale), int(face.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 40, np.uint8)
+    x = min(5 + index, width - face.shape[1])
+    y = (height - face.shape[0]) // 2
+    canvas[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return canvas
+
+
+@pytest.fixture(scope="session")
+def face_video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("videos") / "face.mp4"
+    return write_video(path, n_frames=40, size=(320, 240), fps=10, frame_fn=face_frame)
+
+
+@pytest.fixture(scope="session")
+def blank_video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("videos") / "blank.mp4"
+    return write_video(path, n_frames=20, size=(160, 120), fps=10)

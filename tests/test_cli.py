@@ -1,0 +1,106 @@
+"""The command line, through typer's CliRunner and as a real process (kill and resume)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from dfscan.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_check_exit_codes_follow_the_verdict(face_video, blank_video, bundles, tmp_path):
+    assert invoke("check", face_video, "--model", bundles["all_fake"]).exit_code == 1
+    assert invoke("check", face_video, "--model", bundles["all_real"]).exit_code == 0
+    assert invoke("check", blank_video, "--model", bundles["all_fake"]).exit_code == 0  # NO_FACE
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    failed = invoke("check", bad, "--model", bundles["neutral"])
+    assert failed.exit_code == 3 and "error:" in failed.output
+
+
+def test_check_json_has_tracks_frames_and_provenance(face_video, bundles):
+    result = invoke("check", face_video, "--model", bundles["all_fake"], "--json", "--frames", "5")
+    data = json.loads(result.stdout)
+    assert data["label"] == "FAKE" and len(data["frames"]) == 5
+    assert data["tracks"][0]["observations"][0]["box"] and data["provider"]
+    assert data["video"]["codec"] == "h264" and len(data["video"]["sha256"]) == 64
+    assert data["threshold_name"] == "manifest"
+
+
+def test_usage_and_setup_errors(face_video, bundles, tmp_path):
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--frames", "zero").exit_code == 2
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "nonsense").exit_code == 2
+    assert invoke("check").exit_code == 2
+    broken = tmp_path / "broken"
+    shutil.copytree(bundles["neutral"], broken)
+    (broken / "embedder.onnx").write_bytes(b"garbage")
+    result = invoke("check", face_video, "--model", broken)
+    assert result.exit_code == 4 and "manifest hash" in result.output
+    assert invoke("scan", tmp_path / "nowhere").exit_code == 2
+
+
+def test_scan_directory_csv_jsonl_and_error_rows(tmp_path, face_video, blank_video, bundles):
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    shutil.copy(face_video, videos / "a.mp4")
+    shutil.copy(blank_video, videos / "sub" / "b.mp4")
+    (videos / "sub" / "c.mp4").write_text("garbage")
+    (videos / "notes.txt").write_text("not scanned")
+    out_csv, out_jsonl = tmp_path / "r.csv", tmp_path / "r.jsonl"
+    result = invoke("scan", videos, "--csv", out_csv, "--jsonl", out_jsonl, "--model", bundles["all_fake"])
+    assert result.exit_code == 1  # something FAKE beats the failed file
+    with open(out_csv, newline="") as fh:
+        rows = {os.path.basename(r["path"]): r for r in csv.DictReader(fh)}
+    assert set(rows) == {"a.mp4", "b.mp4", "c.mp4"}
+    assert (rows["a.mp4"]["label"], rows["b.mp4"]["label"], rows["c.mp4"]["label"]) == ("FAKE", "NO_FACE", "ERROR")
+    assert rows["c.mp4"]["reason"] and rows["a.mp4"]["sha256"]
+    lines = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    assert sorted(os.path.basename(r["path"]) for r in lines) == ["a.mp4", "b.mp4", "c.mp4"]
+    only_bad = invoke("scan", videos, "--include", "c.mp4", "--model", bundles["all_fake"])
+    assert only_bad.exit_code == 3
+
+
+def test_killed_scan_resumes_with_every_video_exactly_once(tmp_path, face_video, bundles):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(12):
+        shutil.copy(face_video, videos / f"v{i:02d}.mp4")
+    out_csv = tmp_path / "results.csv"
+    cmd = [sys.executable, "-m", "dfscan", "scan", str(videos), "--csv", str(out_csv),
+           "--model", str(bundles["neutral"]), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 4:  # header + 3 rows
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open(out_csv, newline="") as fh:
+        before = len(list(csv.DictReader(fh)))
+    assert 3 <= before < 12, "the scan should have been killed part-way"
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    with open(out_csv, newline="") as fh:
+        paths = [r["path"] for r in csv.DictReader(fh)]
+    assert sorted(os.path.basename(p) for p in paths) == [f"v{i:02d}.mp4" for i in range(12)]
+
+
+def test_info_prints_the_manifest(bundles):
+    result = invoke("info", "--model", bundles["neutral"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["operating_points"]["low-fpr"] == 0.9

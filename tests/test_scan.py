@@ -1,0 +1,160 @@
+"""End to end through the library API: real clips, generated videos, bad inputs, bundles."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from videos import copy_without_permission, write_audio_only, write_truncated
+
+import dfscan
+from dfscan.errors import ModelError
+from dfscan.model.manifest import sha256_file
+from dfscan.scan import ScanSettings, Scanner
+
+
+def test_real_clip_one_person_one_track(real_clips, bundles):
+    result = dfscan.scan_video(real_clips / "talking_d0.mp4", model=bundles["neutral"], frames=16)
+    assert result.label in ("FAKE", "REAL")
+    assert len(result.frames) == 16
+    scored = [t for t in result.tracks if t.score is not None]
+    assert len(scored) == 1 and scored[0].n_faces >= 14  # one person talking to the camera
+    assert result.score == pytest.approx(scored[0].score)
+    width, height = result.video["width"], result.video["height"]
+    for obs in scored[0].observations:
+        x1, y1, x2, y2 = obs.box
+        assert 0 <= x1 < x2 <= width + 2 and 0 <= y1 < y2 <= height + 2
+        assert 0.0 <= obs.score <= 1.0 and obs.detection_score >= 0.9
+    times = [f["timestamp"] for f in result.frames]
+    assert times == sorted(times) and times[-1] <= result.video["duration_s"]
+    assert result.provider == "CPUExecutionProvider"
+    assert result.video["sha256"] == sha256_file(real_clips / "talking_d0.mp4")
+    assert result.model["sha256"] == sha256_file(bundles["neutral"] / "manifest.json")
+
+
+def test_crowd_every_track_reported_most_suspicious_decides(real_clips, bundles):
+    result = dfscan.scan_video(real_clips / "street_crowd.mp4", model=bundles["neutral"], frames=12)
+    scored = [t for t in result.tracks if t.score is not None]
+    assert len(scored) >= 2, "a street scene with several faces should give several face tracks"
+    assert result.score == pytest.approx(max(t.score for t in scored))
+    assert result.top_track.score == pytest.approx(result.score)
+    for track in result.tracks:  # each track is one place in the picture: boxes don't jump across it
+        xs = [(o.box[0] + o.box[2]) / 2 for o in track.observations]
+        assert max(xs) - min(xs) < result.video["width"] / 3
+
+
+def test_same_input_same_scores(face_video, bundles):
+    first = dfscan.scan_video(face_video, model=bundles["neutral"])
+    second = Scanner(bundles["neutral"]).scan(face_video)
+    assert first.to_dict()["tracks"] == second.to_dict()["tracks"]
+    assert first.score == second.score
+
+
+def test_generated_face_video_threshold_and_labels(face_video, bundles):
+    fake = dfscan.scan_video(face_video, model=bundles["all_fake"])
+    real = dfscan.scan_video(face_video, model=bundles["all_real"])
+    assert (fake.label, real.label) == ("FAKE", "REAL")
+    assert fake.score > 0.99 and real.score < 0.01
+    assert len(fake.tracks) == 1 and fake.tracks[0].n_faces == len(fake.frames) == 8  # the bundle's default
+    assert [s["start_s"] for s in fake.segments] == [fake.frames[0]["timestamp"]] and not real.segments
+    named = dfscan.scan_video(face_video, model=bundles["neutral"], threshold="low-fpr")
+    assert (named.threshold, named.threshold_name) == (0.9, "low-fpr")
+    custom = dfscan.scan_video(face_video, model=bundles["neutral"], threshold=0.0)
+    assert custom.label == "FAKE" and custom.threshold_name == "custom"
+    with pytest.raises(ValueError, match="unknown threshold"):
+        dfscan.scan_video(face_video, model=bundles["neutral"], threshold="paranoid")
+
+
+def test_dense_sampling_and_aggregation_override(face_video, bundles):
+    dense = dfscan.scan_video(face_video, model=bundles["neutral"], fps=5.0)
+    assert 18 <= len(dense.frames) <= 21  # 4 s at 5 frames/s
+    every = dfscan.scan_video(face_video, model=bundles["neutral"], all_frames=True)
+    assert len(every.frames) == 40
+    top = dfscan.scan_video(face_video, model=bundles["neutral"], aggregation="max")
+    assert top.score == pytest.approx(max(o.score for o in top.tracks[0].observations))
+
+
+def test_no_face_is_inconclusive_with_reason(blank_video, bundles):
+    result = dfscan.scan_video(blank_video, model=bundles["all_fake"])
+    assert result.label == "NO_FACE" and result.score is None
+    assert "no face" in result.reason
+
+
+@pytest.mark.parametrize("case", ["text", "empty", "truncated", "audio", "missing", "directory", "unreadable"])
+def test_bad_inputs_become_error_results(tmp_path, bundles, case):
+    path = tmp_path / f"{case}.mp4"
+    if case == "text":
+        path.write_text("this is not a video\n" * 50)
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        write_truncated(path, keep_fraction=0.3, faststart=False, n_frames=30)
+    elif case == "audio":
+        write_audio_only(path)
+    elif case == "directory":
+        path.mkdir()
+    elif case == "unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads files without permission")
+        copy_without_permission(__file__, path)
+    result = dfscan.scan_video(path, model=bundles["neutral"])
+    assert result.label == "ERROR" and result.score is None
+    assert result.error_code and result.reason and "\n" not in result.reason
+    assert json.loads(result.to_json())["label"] == "ERROR"
+
+
+def test_batch_goes_on_past_bad_files(tmp_path, face_video, bundles):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("nope")
+    results = list(dfscan.iter_scan([bad, face_video, tmp_path / "gone.mp4"], model=bundles["all_fake"]))
+    assert [r.label for r in results] == ["ERROR", "FAKE", "ERROR"]
+
+
+def test_parallel_workers_give_the_same_results(tmp_path, face_video, blank_video, bundles):
+    paths = [face_video, blank_video, face_video]
+    serial = {(r.path, r.score) for r in dfscan.iter_scan(paths, model=bundles["neutral"])}
+    parallel = {(r.path, r.score) for r in dfscan.iter_scan(paths, model=bundles["neutral"], workers=2)}
+    assert serial == parallel
+
+
+def test_tampered_or_broken_bundle_is_refused(tmp_path, bundles):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["neutral"], copy)
+    with open(copy / "classifier.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match="does not match its manifest hash"):
+        Scanner(copy)
+    manifest = json.loads((bundles["neutral"] / "manifest.json").read_text())
+    manifest["preprocess"]["input_size"] = 64  # a manifest that lies about the embedder's input
+    shutil.rmtree(copy)
+    shutil.copytree(bundles["neutral"], copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="input shape"):
+        Scanner(copy)
+    with pytest.raises(ModelError, match="no manifest.json"):
+        Scanner(tmp_path)
+
+
+def test_scans_with_torch_unimportable(face_video, bundles):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import dfscan\n"
+        f"r = dfscan.scan_video({str(face_video)!r}, model={str(bundles['all_fake'])!r})\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(r.label)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "FAKE"
+
+
+def test_settings_that_change_scores_are_recorded(face_video, bundles):
+    result = dfscan.scan_video(face_video, model=bundles["neutral"], settings=ScanSettings(frames=6))
+    settings = result.settings
+    assert settings["frames"] == 6 and settings["aggregation"] == "mean"
+    assert settings["crop"] == {"size": 32, "margin": 0.0}
+    assert settings["detector"]["name"] == "mtcnn" and "min_confidence" in settings["detector"]
+    assert result.dfscan_version == dfscan.__version__
