@@ -4,6 +4,7 @@ On a labelled folder (real/ and fake/ somewhere in each path) also AUC under eac
 from __future__ import annotations
 
 import tempfile
+from fractions import Fraction
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -50,18 +51,20 @@ def degrade(src: str | Path, dst: str | Path, spec: Degradation) -> Path:
         stream_in = inp.streams.video[0]
         rate = spec.fps or float(stream_in.average_rate or 25)
         with av.open(str(dst), "w") as out:
-            stream = out.add_stream("libx264", rate=round(rate))
+            out_rate = Fraction(rate).limit_denominator(1001)
+            stream = out.add_stream("libx264", rate=out_rate)
             width, height = _out_size(stream_in.codec_context.width, stream_in.codec_context.height, spec.max_height)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.options = {"crf": str(spec.crf), "preset": spec.preset}
-            next_t, step = 0.0, 1.0 / rate
+            next_t, step, written = 0.0, 1.0 / rate, 0
             for n, frame in enumerate(inp.decode(stream_in)):
                 t = float(frame.time) if frame.time is not None else n / rate
                 if spec.fps is not None and t + 1e-6 < next_t:
                     continue  # drop frames to reach the target rate
                 next_t += step
                 image = frame.reformat(width=width, height=height, format="yuv420p")
-                image.pts = None
+                image.pts, image.time_base = written, 1 / out_rate
+                written += 1
                 for packet in stream.encode(image):
                     out.mux(packet)
             for packet in stream.encode():
