@@ -69,3 +69,8 @@ def face_video(tmp_path_factory) -> Path:
 def blank_video(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("videos") / "blank.mp4"
     return write_video(path, n_frames=20, size=(160, 120), fps=10)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="Rewrite tests/fixtures/golden_scores.json from the shipped model (deliberate changes only).")
