@@ -1,0 +1,356 @@
+"""dfscan.video: probing and frame sampling on generated videos (tests/videos.py) and the shared real clips."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dfscan.video as video
+from dfscan.errors import DecodeError, InputError, NoFramesError, NoVideoStreamError, ResourceLimitError
+from dfscan.video import probe, sample_frames, uniform_targets
+from videos import (copy_without_permission, has_encoder, pattern_frame, read_frame_number, vfr_times, write_audio_only,
+                    write_truncated, write_video)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_CLIPS = sorted((SHARED / "clips" / "real").glob("*.mp4"))
+EXAMPLE_CLIP = Path(__file__).resolve().parents[1] / "dfscan" / "assets" / "example.mp4"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="module")
+def cfr_clip(clips) -> Path:
+    return write_video(clips / "cfr.mp4", n_frames=100, fps=25)
+
+
+def frame_numbers(frames) -> list[int]:
+    return [read_frame_number(f.image) for f in frames]
+
+
+def nearest_unique(times: list[float], targets: list[float]) -> list[int]:
+    """Reference answer: for each target the nearest frame, ties to the earlier one."""
+    picks = [min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) for t in targets]
+    assert len(set(picks)) == len(picks), "test setup: targets should map to distinct frames"
+    return picks
+
+
+# --- uniform sampling ---------------------------------------------------------------------------------------
+
+
+def test_uniform_sampling_picks_frames_nearest_interval_centres(cfr_clip):
+    info, frames = sample_frames(cfr_clip, n=10)
+    expected = nearest_unique([i / 25 for i in range(100)], uniform_targets(4.0, 10))
+    assert [f.index for f in frames] == expected == [5, 15, 25, 35, 45, 55, 65, 75, 85, 95]
+    assert frame_numbers(frames) == expected
+    assert [f.timestamp for f in frames] == pytest.approx([i / 25 for i in expected])
+    assert (info.width, info.height, info.fps, info.frame_count) == (160, 120, 25.0, 100)
+    assert info.duration_s == pytest.approx(4.0)
+
+
+def test_frames_are_rgb_uint8_and_distinct(cfr_clip):
+    _, frames = sample_frames(cfr_clip, n=32)
+    assert len(frames) == 32 and len({f.index for f in frames}) == 32
+    for frame in frames:
+        assert frame.image.dtype == np.uint8 and frame.image.shape == (120, 160, 3) and frame.scale == 1.0
+        assert frame.image.flags["C_CONTIGUOUS"]
+    assert frame_numbers(frames) == [f.index for f in frames]
+
+
+def test_fewer_frames_than_n_returns_every_frame(clips):
+    path = write_video(clips / "short.mp4", n_frames=12)
+    _, frames = sample_frames(path, n=32)
+    assert [f.index for f in frames] == frame_numbers(frames) == list(range(12))
+
+
+def test_every_frame_and_max_frames(cfr_clip):
+    _, every = sample_frames(cfr_clip, n=None)
+    assert frame_numbers(every) == list(range(100))
+    _, capped = sample_frames(cfr_clip, n=None, max_frames=7)
+    assert [f.index for f in capped] == list(range(7))
+    _, capped_n = sample_frames(cfr_clip, n=50, max_frames=5)
+    assert len(capped_n) == 5
+
+
+def test_fps_sampling(cfr_clip):
+    _, frames = sample_frames(cfr_clip, n=None, fps=5)
+    assert [f.index for f in frames] == frame_numbers(frames) == list(range(0, 100, 5))
+    _, all_frames = sample_frames(cfr_clip, fps=50)  # faster than the video: every frame
+    assert len(all_frames) == 100
+
+
+# --- stream properties --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_is_applied(clips, rotation):
+    path = write_video(clips / f"rot{rotation}.mp4", n_frames=20, size=(160, 96), rotation=rotation)
+    info = probe(path)
+    assert (info.rotation, info.width, info.height) == (rotation, 160, 96)
+    sampled_info, frames = sample_frames(path, n=4)
+    assert sampled_info.to_dict() == info.to_dict()
+    for frame in frames:
+        assert frame.image.shape == (96, 160, 3)
+        assert read_frame_number(frame.image) == frame.index  # the code bar is only readable upright
+        upright = pattern_frame(frame.index, 160, 96).astype(np.int16)
+        assert np.abs(frame.image.astype(np.int16) - upright).mean() < 12
+
+
+def test_rotation_with_downscale_reports_display_scale(clips):
+    path = write_video(clips / "rot_big.mp4", n_frames=10, size=(320, 192), rotation=90)
+    _, frames = sample_frames(path, n=2, max_side=80)
+    assert frames[0].image.shape == (48, 80, 3)
+    assert frames[0].scale == pytest.approx(4.0)
+    assert read_frame_number(frames[0].image) == frames[0].index
+
+
+def test_variable_frame_rate_uses_pts(clips):
+    path = write_video(clips / "vfr.mp4", n_frames=60, fps=25, vfr=True)
+    times = vfr_times(60, 25)
+    info, frames = sample_frames(path, n=8)
+    duration = info.duration_s
+    assert duration == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=0.05)
+    expected = nearest_unique(times, uniform_targets(duration, 8))
+    assert [f.index for f in frames] == frame_numbers(frames) == expected
+    assert [f.timestamp for f in frames] == pytest.approx([times[i] for i in expected], abs=1e-3)
+    assert any(abs(f.timestamp - f.index / 25) > 0.05 for f in frames)  # index / fps would be wrong
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mkv", "libx264"), (".webm", "libvpx-vp9")])
+def test_matroska_without_stream_duration(clips, suffix, codec):
+    if not has_encoder(codec):
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    path = write_video(clips / f"nodur{suffix}", n_frames=50, codec=codec)
+    info = probe(path)
+    assert info.container == suffix[1:] or info.container == "matroska"
+    assert info.duration_s == pytest.approx(2.0, abs=0.05) and info.frame_count == 50
+    _, frames = sample_frames(path, n=5)
+    assert [f.index for f in frames] == frame_numbers(frames) == [5, 15, 25, 35, 45]
+
+
+def test_packet_scan_when_container_has_no_duration(clips, monkeypatch):
+    path = write_video(clips / "scan.mkv", n_frames=40)
+    monkeypatch.setattr(video, "_stream_duration", lambda container, stream: None)
+    info = probe(path)
+    assert info.duration_s == pytest.approx(1.6, abs=0.05) and info.frame_count == 40
+    _, frames = sample_frames(path, n=4)
+    assert frame_numbers(frames) == [5, 15, 25, 35]
+
+
+PIXEL_FORMATS = [
+    ("p444.mp4", "libx264", "yuv444p"),
+    ("p10.mp4", "libx264", "yuv420p10le"),
+    ("gray.mov", "png", "gray"),
+    ("rgb.mov", "png", "rgb24"),
+    ("bgr0.mkv", "ffv1", "bgr0"),
+    ("jpeg.mov", "mjpeg", "yuvj420p"),
+    ("mpeg4.avi", "mpeg4", "yuv420p"),
+    ("vp9.webm", "libvpx-vp9", "yuv420p"),
+]
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt", PIXEL_FORMATS)
+def test_pixel_formats_become_rgb24(clips, name, codec, pix_fmt):
+    if not has_encoder(codec):
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    path = write_video(clips / name, n_frames=20, codec=codec, pix_fmt=pix_fmt)
+    info, frames = sample_frames(path, n=5)
+    assert info.pix_fmt == pix_fmt
+    assert frame_numbers(frames) == [f.index for f in frames] == [2, 6, 10, 14, 18]
+    assert all(f.image.dtype == np.uint8 and f.image.shape == (120, 160, 3) for f in frames)
+
+
+def test_probe_is_json_serialisable(cfr_clip):
+    info = probe(cfr_clip)
+    row = json.loads(json.dumps(info.to_dict()))
+    assert row["codec"] == "h264" and row["container"] == "mp4" and row["size_bytes"] == cfr_clip.stat().st_size
+    assert row["rotation"] == 0 and row["pix_fmt"] == "yuv420p"
+
+
+# --- seek or decode straight through ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_clip(clips) -> Path:
+    return write_video(clips / "long.mp4", n_frames=500, size=(96, 64), fps=25, gop=25)
+
+
+def sample_forced(monkeypatch, path: Path, seek: bool, **kwargs):
+    monkeypatch.setattr(video, "_should_seek", lambda *args: seek)
+    return sample_frames(path, **kwargs)[1]
+
+
+@pytest.mark.parametrize("n", [3, 16, 40])
+def test_seek_and_straight_through_give_the_same_frames(monkeypatch, long_clip, n):
+    straight = sample_forced(monkeypatch, long_clip, seek=False, n=n)
+    seeked = sample_forced(monkeypatch, long_clip, seek=True, n=n)
+    assert [f.index for f in seeked] == [f.index for f in straight] == frame_numbers(seeked)
+    assert [f.timestamp for f in seeked] == pytest.approx([f.timestamp for f in straight])
+    for a, b in zip(seeked, straight):
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_seek_is_chosen_for_long_videos_with_frequent_keyframes(long_clip):
+    info = probe(long_clip)
+    assert video._keyframe_interval_s(_stream(long_clip), info.duration_s) == pytest.approx(1.0)
+    assert video._should_seek(info, 3, 1.0)          # 3 * (12.5 + 5) frames << 500
+    assert not video._should_seek(info, 32, 1.0)    # 32 * 17.5 = 560 frames > 0.6 * 500
+    assert not video._should_seek(info, 3, None)     # no keyframe index: decode straight through
+    short = probe(write_video(long_clip.with_name("short_gop.mp4"), n_frames=100, size=(96, 64), gop=10))
+    assert not video._should_seek(short, 1, 0.4)     # short clips always decode straight through
+
+
+def _stream(path: Path):
+    import av
+    container = av.open(str(path))
+    return container.streams.video[0]
+
+
+# --- bad inputs -----------------------------------------------------------------------------------------
+
+
+def test_missing_directory_and_empty_inputs(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        sample_frames(tmp_path / "missing.mp4")
+    with pytest.raises(InputError, match="directory"):
+        probe(tmp_path)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        sample_frames(empty)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_file(tmp_path, cfr_clip):
+    locked = copy_without_permission(cfr_clip, tmp_path / "locked.mp4")
+    with pytest.raises(InputError, match="permission denied"):
+        sample_frames(locked)
+
+
+def test_unreadable_file_as_seen_by_the_check(monkeypatch, cfr_clip):
+    monkeypatch.setattr(video.os, "access", lambda path, mode: False)  # runs as root too
+    with pytest.raises(InputError, match="permission denied"):
+        probe(cfr_clip)
+
+
+def test_fifo_is_not_a_regular_file(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        sample_frames(fifo)
+
+
+def test_not_a_video(tmp_path, capfd):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    garbage = tmp_path / "garbage.mkv"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    from PIL import Image  # noqa: PLC0415 - Pillow comes with the test extras' dependencies
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    for path in (text, garbage, image):
+        with pytest.raises(DecodeError) as caught:
+            sample_frames(path)
+        assert type(caught.value) is DecodeError
+        assert path.name in str(caught.value) and "\n" not in str(caught.value)
+    assert capfd.readouterr().err == ""  # FFmpeg's own log lines stay silent
+
+
+def test_audio_only(tmp_path):
+    path = write_audio_only(tmp_path / "voice.m4a")
+    with pytest.raises(NoVideoStreamError, match="no video stream"):
+        probe(path)
+    with pytest.raises(NoVideoStreamError):
+        sample_frames(path)
+
+
+def test_truncated_mp4_returns_the_frames_that_decode(tmp_path):
+    path = write_truncated(tmp_path / "cut.mp4", keep_fraction=0.5, n_frames=100)
+    info, frames = sample_frames(path, n=8)
+    assert 4 <= len(frames) <= 8
+    numbers = frame_numbers(frames)
+    assert numbers == [f.index for f in frames] and numbers == sorted(set(numbers))
+    assert numbers[-1] < 90 and numbers[-1] - numbers[0] > 10  # spread over the part that exists
+    assert info.duration_s < 4.0
+
+
+def test_truncated_mp4_without_index_is_a_decode_error(tmp_path):
+    path = write_truncated(tmp_path / "cut_noindex.mp4", keep_fraction=0.5, faststart=False, n_frames=50)
+    with pytest.raises(DecodeError, match="cut_noindex.mp4"):
+        sample_frames(path)
+
+
+def test_video_stream_without_decodable_frames(tmp_path):
+    full = write_video(tmp_path / "full.mp4", n_frames=30)
+    data = full.read_bytes()
+    header_only = tmp_path / "header_only.mp4"
+    header_only.write_bytes(data[: data.index(b"mdat") + 4])
+    with pytest.raises(NoFramesError, match="no decodable frames"):
+        sample_frames(header_only)
+    with pytest.raises(NoFramesError):
+        probe(header_only)
+
+
+# --- resource limits ---------------------------------------------------------------------------------------
+
+
+def test_large_frames_are_downscaled(clips):
+    path = write_video(clips / "big.mp4", n_frames=10, size=(640, 480))
+    info, frames = sample_frames(path, n=3, max_side=160)
+    assert (info.width, info.height) == (640, 480)
+    assert all(f.image.shape == (120, 160, 3) and f.scale == pytest.approx(4.0) for f in frames)
+    assert frame_numbers(frames) == [f.index for f in frames]
+    _, full = sample_frames(path, n=1, max_side=None)
+    assert full[0].image.shape == (480, 640, 3) and full[0].scale == 1.0
+
+
+def test_too_many_pixels_is_refused(clips):
+    path = write_video(clips / "wide.mp4", n_frames=5, size=(640, 480))
+    with pytest.raises(ResourceLimitError, match="640x480"):
+        sample_frames(path, max_pixels=640 * 480 - 1)
+    with pytest.raises(ResourceLimitError):
+        probe(path, max_pixels=1000)
+
+
+def test_truncated_file_sampled_by_rate_keeps_only_existing_times(tmp_path):
+    path = write_truncated(tmp_path / "cut_fps.mp4", keep_fraction=0.5, n_frames=100)
+    _, frames = sample_frames(path, n=None, fps=5)
+    assert frame_numbers(frames) == [f.index for f in frames]
+    assert [f.index for f in frames][:5] == [0, 5, 10, 15, 20]
+
+
+def test_time_limit(cfr_clip):
+    with pytest.raises(ResourceLimitError, match="longer than"):
+        sample_frames(cfr_clip, time_limit_s=0)
+
+
+# --- real clips ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not REAL_CLIPS, reason=f"no real clips under {SHARED / 'clips' / 'real'}")
+@pytest.mark.parametrize("path", REAL_CLIPS, ids=lambda p: p.name)
+def test_real_clips(path):
+    info, frames = sample_frames(path, n=8, max_side=640)
+    assert info.codec and info.width > 0 and info.height > 0 and info.duration_s > 0 and info.fps > 0
+    assert len(frames) == min(8, info.frame_count)
+    times = [f.timestamp for f in frames]
+    assert times == sorted(times) and times[-1] <= info.duration_s
+    assert len({f.index for f in frames}) == len(frames)
+    for frame in frames:
+        assert frame.image.dtype == np.uint8 and max(frame.image.shape[:2]) <= 640
+        assert frame.image.shape[1] * frame.scale == pytest.approx(info.width, rel=0.01)
+
+
+@pytest.mark.skipif(not EXAMPLE_CLIP.exists(), reason="example clip not generated (tools/make_example_clip.py)")
+def test_example_clip():
+    info, frames = sample_frames(EXAMPLE_CLIP, n=4)
+    assert info.codec == "h264" and 2.5 <= info.duration_s <= 3.5
+    assert EXAMPLE_CLIP.stat().st_size < 400_000
+    assert len(frames) == 4
