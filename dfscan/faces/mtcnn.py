@@ -1,0 +1,419 @@
+"""MTCNN face detection (Zhang et al. 2016) in numpy + onnxruntime, without torch.
+
+A port of facenet-pytorch 2.6.0's `detect_face`: same pyramid, same thresholds and NMS rules, same box
+arithmetic in float32, and the same resampling. facenet-pytorch resizes with torch's
+`interpolate(mode="area")`, which is adaptive average pooling: output pixel i averages input pixels
+[floor(i*n_in/n_out), ceil((i+1)*n_in/n_out)). cv2's INTER_AREA weighs fractional pixels instead, so it is
+*not* equivalent; we compute the window sums exactly from an integral image and divide the way torch does
+(float32 sum / window height / window width), which reproduces torch's output bit for bit. At
+`max_side=None` boxes match facenet-pytorch (tests/test_mtcnn.py checks within 1 px).
+
+The networks are ONNX exports of facenet-pytorch's weights (tools/convert_mtcnn.py, MIT license).
+`detect_batch` runs PNet on all frames at once per pyramid scale, and RNet/ONet on the candidates of all
+frames at once; NMS always stays within one frame, so batching never changes a frame's result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from dfscan.assets import MTCNN_DIR
+from dfscan.runtime import create_session, session_provider
+
+PNET_STRIDE = 2
+PNET_CELL = 12
+RNET_SIZE = 24
+ONET_SIZE = 48
+MIN_DETECTION_FACE = 12.0       # PNet's window: the smallest face it can see, at detection scale
+PNET_SCALE_IOU = 0.5            # NMS within one pyramid scale
+PNET_IOU = 0.7                  # NMS across scales
+RNET_IOU = 0.7
+ONET_MIN_OVERLAP = 0.7          # final NMS, intersection over the smaller box
+PNET_PIXELS_PER_RUN = 1 << 21   # bounds PNet's activation memory; splitting a batch does not change results
+CROP_BATCH = 512
+FRAMES_PER_PASS = 32            # frames detected together: bounds memory (integrals, pyramid) for long frame lists
+INT32_SUM_LIMIT = 2**31 - 1
+
+
+@dataclass
+class FaceDetections:
+    boxes: np.ndarray      # (N,4) float32 x1,y1,x2,y2 in the input image's pixel coords
+    scores: np.ndarray     # (N,) float32
+    landmarks: np.ndarray  # (N,5,2) float32 x,y: two eyes, nose, two mouth corners (facenet-pytorch's order)
+
+    @classmethod
+    def empty(cls) -> FaceDetections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class _Candidates:
+    """Face candidates of several frames, as facenet-pytorch carries them: float32 boxes, score, frame index."""
+
+    boxes: np.ndarray   # (n,4) float32
+    scores: np.ndarray  # (n,) float32
+    frames: np.ndarray  # (n,) int64
+
+    def take(self, keep: np.ndarray) -> _Candidates:
+        return _Candidates(self.boxes[keep], self.scores[keep], self.frames[keep])
+
+    @staticmethod
+    def concatenate(parts: Sequence[_Candidates]) -> _Candidates:
+        return _Candidates(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                           np.concatenate([p.frames for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+# ------------------------------------------------------------------------------------------ resampling
+def integral_image(image: np.ndarray) -> np.ndarray:
+    """(H+1, W+1, 3) exact pixel sums; int32 while no sum can overflow it."""
+    height, width = image.shape[:2]
+    depth = cv2.CV_32S if 255 * height * width <= INT32_SUM_LIMIT else cv2.CV_64F
+    return cv2.integral(image, sdepth=depth)
+
+
+def area_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start (inclusive) and end (exclusive) input index of each output index, as adaptive average pooling."""
+    i = np.arange(n_out, dtype=np.int64)
+    return (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+
+
+def area_window_sums(integral: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact pixel sums of each output pixel's window when the whole image is area-resized to (height, width).
+
+    Returns (sums (height, width, 3), window heights (height,), window widths (width,)).
+    """
+    rows_start, rows_end = area_windows(integral.shape[0] - 1, height)
+    cols_start, cols_end = area_windows(integral.shape[1] - 1, width)
+    row_sums = integral[rows_end] - integral[rows_start]
+    sums = np.take(row_sums, cols_end, axis=1) - np.take(row_sums, cols_start, axis=1)
+    return sums, rows_end - rows_start, cols_end - cols_start
+
+
+def area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The whole image resized to (height, width, 3) float32, equal to torch interpolate(mode="area")."""
+    return _window_means(*area_window_sums(integral, height, width))
+
+
+def pyramid_level(integrals: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """PNet input (B, 3, height, width) for same-size images: area-resized and normalised, written in place.
+
+    Same values as to_network_input(area_resize(...)) stacked, without the HWC intermediates.
+    """
+    batch = np.empty((len(integrals), 3, height, width), np.float32)
+    for plane, integral in zip(batch, integrals):
+        sums, heights, widths = area_window_sums(integral, height, width)
+        np.divide(sums.transpose(2, 0, 1), heights.astype(np.float32)[:, None], out=plane, dtype=np.float32)
+        np.divide(plane, widths.astype(np.float32), out=plane)
+    return _normalise(batch)
+
+
+def _window_means(sums: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    # torch divides the float32 sum by the window height, then by its width: same order, same rounding.
+    heights = heights.astype(np.float32)[..., :, None, None]
+    widths = widths.astype(np.float32)[..., None, :, None]
+    return sums.astype(np.float32) / heights / widths
+
+
+def area_crops(integral: np.ndarray, regions: np.ndarray, size: int) -> np.ndarray:
+    """(n, size, size, 3) float32: each region [x0, y0, x1, y1) of one image, area-resized to size x size."""
+    x0, y0, x1, y1 = (regions[:, k:k + 1].astype(np.int64) for k in range(4))
+    index = np.arange(size, dtype=np.int64)[None, :]
+    heights, widths = y1 - y0, x1 - x0
+    rows_start, rows_end = y0 + index * heights // size, y0 + ((index + 1) * heights + size - 1) // size
+    cols_start, cols_end = x0 + index * widths // size, x0 + ((index + 1) * widths + size - 1) // size
+    top, bottom = rows_start[:, :, None], rows_end[:, :, None]
+    left, right = cols_start[:, None, :], cols_end[:, None, :]
+    sums = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
+    return _window_means(sums, rows_end - rows_start, cols_end - cols_start)
+
+
+def to_network_input(pixels: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) float32 pixel values -> (..., 3, H, W) normalised the way facenet-pytorch does."""
+    return _normalise(np.ascontiguousarray(np.moveaxis(pixels, -1, -3)))
+
+
+def _normalise(pixels: np.ndarray) -> np.ndarray:
+    """In place: (pixel - 127.5) / 128, as two float32 operations like facenet-pytorch."""
+    np.subtract(pixels, np.float32(127.5), out=pixels)
+    np.multiply(pixels, np.float32(0.0078125), out=pixels)
+    return pixels
+
+
+# ------------------------------------------------------------------------------------------ box helpers
+def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
+    """Scales at which PNet's 12 px window covers faces from min_face up to the whole image."""
+    scale = MIN_DETECTION_FACE / min_face
+    shortest = min(height, width) * scale
+    scales = []
+    while shortest >= MIN_DETECTION_FACE:
+        scales.append(scale)
+        scale *= factor
+        shortest *= factor
+    return scales
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bool = False) -> np.ndarray:
+    """Greedy NMS, kept indices by descending score.
+
+    Default: torchvision's rule (IoU on continuous coordinates, drop when IoU > threshold). min_overlap=True:
+    facenet-pytorch's final "Min" rule (pixel-inclusive areas, intersection over the smaller area).
+    """
+    extra = np.float32(1.0) if min_overlap else np.float32(0.0)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1 + extra) * (y2 - y1 + extra)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        inter_w = np.maximum(np.float32(0.0), np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + extra)
+        inter_h = np.maximum(np.float32(0.0), np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + extra)
+        inter = inter_w * inter_h
+        if min_overlap:
+            overlap = inter / np.minimum(areas[best], areas[rest])
+        else:
+            overlap = inter / (areas[best] + areas[rest] - inter)
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def nms_per_frame(candidates: _Candidates, threshold: float, min_overlap: bool = False) -> np.ndarray:
+    """NMS within each frame; kept indices, frames in order, descending score within a frame."""
+    kept = []
+    for frame in np.unique(candidates.frames):
+        members = np.flatnonzero(candidates.frames == frame)
+        kept.append(members[nms(candidates.boxes[members], candidates.scores[members], threshold, min_overlap)])
+    return np.concatenate(kept) if kept else np.zeros(0, np.int64)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """facenet-pytorch's rerec: a square with the longer side, same centre (float32, same operation order)."""
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    half = np.float32(0.5)
+    x1 = boxes[:, 0] + width * half - side * half
+    y1 = boxes[:, 1] + height * half - side * half
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """facenet-pytorch's bbreg: offsets in units of the pixel-inclusive box size."""
+    one = np.float32(1.0)
+    width = boxes[:, 2] - boxes[:, 0] + one
+    height = boxes[:, 3] - boxes[:, 1] + one
+    return boxes + offsets * np.stack([width, height, width, height], axis=1)
+
+
+def crop_regions(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """facenet-pytorch's pad + slice: integer regions [x0, y0, x1, y1) clipped to the image, and which are non-empty.
+
+    Boxes are truncated towards zero and clipped to 1..size; the slice then starts one pixel before
+    (the 1-based convention of the original MATLAB code).
+    """
+    truncated = np.trunc(boxes).astype(np.int64)
+    x = np.maximum(truncated[:, 0], 1)
+    y = np.maximum(truncated[:, 1], 1)
+    ex = np.minimum(truncated[:, 2], width)
+    ey = np.minimum(truncated[:, 3], height)
+    regions = np.stack([x - 1, y - 1, ex, ey], axis=1)
+    return regions, (ey > y - 1) & (ex > x - 1)
+
+
+# ------------------------------------------------------------------------------------------- detector
+class MTCNN:
+    """Three-stage cascade: PNet proposals over an image pyramid, RNet and ONet refinement."""
+
+    def __init__(self, device: str = "auto", min_face_size: int = 20,
+                 thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 max_side: int | None = 960, threads: int | None = None):
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), not {factor}")
+        if len(thresholds) != 3:
+            raise ValueError(f"thresholds needs 3 values (PNet, RNet, ONet), not {thresholds!r}")
+        if max_side is not None and max_side < MIN_DETECTION_FACE:
+            raise ValueError(f"max_side must be at least {MIN_DETECTION_FACE:g} or None, not {max_side}")
+        self.min_face_size = min_face_size
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = factor
+        self.max_side = max_side
+        self.pnet = create_session(MTCNN_DIR / "pnet.onnx", device, threads)
+        self.rnet = create_session(MTCNN_DIR / "rnet.onnx", device, threads)
+        self.onet = create_session(MTCNN_DIR / "onet.onnx", device, threads)
+        self.provider: str = session_provider(self.pnet)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every parameter that changes results, for provenance records."""
+        return {"min_face_size": self.min_face_size, "thresholds": list(self.thresholds), "factor": self.factor,
+                "max_side": self.max_side, "resize": "area (adaptive average pooling, as torch)",
+                "weights": "facenet-pytorch 2.6.0 MTCNN"}
+
+    # ---------------------------------------------------------------------------------------- public
+    def detect(self, image: np.ndarray) -> FaceDetections:
+        """Faces in one RGB uint8 HxWx3 image, by descending score."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
+        """Faces in each image; same-size images (frames of one video) are processed together."""
+        for image in images:
+            _check_image(image)
+        results: list[FaceDetections | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for position, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(position)
+        for same_size in by_shape.values():
+            for start in range(0, len(same_size), FRAMES_PER_PASS):
+                positions = same_size[start:start + FRAMES_PER_PASS]
+                for position, found in zip(positions, self._detect_same_size([images[p] for p in positions])):
+                    results[position] = found
+        return results  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------------------------------- stages
+    def _detect_same_size(self, images: list[np.ndarray]) -> list[FaceDetections]:
+        height, width = images[0].shape[:2]
+        scale = self._detection_scale(height, width)
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
+        det_height, det_width = images[0].shape[:2]
+        min_face = self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
+        integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
+        candidates = self._propose(integrals, det_height, det_width, min_face)
+        candidates = self._refine(integrals, candidates, det_width, det_height)
+        boxes, landmarks, candidates = self._output(integrals, candidates, det_width, det_height)
+        ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
+        return [self._frame_result(boxes, landmarks, candidates, frame, ratio) for frame in range(len(images))]
+
+    def _detection_scale(self, height: int, width: int) -> float:
+        if self.max_side is None or max(height, width) <= self.max_side:
+            return 1.0
+        return self.max_side / max(height, width)
+
+    def _propose(self, integrals: list[np.ndarray], height: int, width: int, min_face: float) -> _Candidates:
+        """PNet over the pyramid: candidate windows, NMS per scale, then across scales, then regressed."""
+        found, found_offsets = [], []
+        for scale in pyramid_scales(height, width, min_face, self.factor):
+            size = (int(height * scale + 1), int(width * scale + 1))
+            regression, probs = self._run_pnet(pyramid_level(integrals, *size))
+            windows, offsets = self._pnet_windows(regression, probs, scale)
+            keep = nms_per_frame(windows, PNET_SCALE_IOU)
+            found.append(windows.take(keep))
+            found_offsets.append(offsets[keep])
+        if not found:
+            return _empty_candidates()
+        windows, offsets = _Candidates.concatenate(found), np.concatenate(found_offsets)
+        keep = nms_per_frame(windows, PNET_IOU)
+        windows, offsets = windows.take(keep), offsets[keep]
+        # Note: this first regression uses the plain width (no +1), unlike later stages; kept as in the original.
+        widths = windows.boxes[:, 2:4] - windows.boxes[:, 0:2]
+        boxes = windows.boxes + offsets * np.concatenate([widths, widths], axis=1)
+        return _Candidates(square(boxes), windows.scores, windows.frames)
+
+    def _run_pnet(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_run = max(1, PNET_PIXELS_PER_RUN // (batch.shape[2] * batch.shape[3]))
+        outputs = [self.pnet.run(None, {"input": batch[i:i + per_run]}) for i in range(0, len(batch), per_run)]
+        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+
+    def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
+                      scale: float) -> tuple[_Candidates, np.ndarray]:
+        """Cells whose face probability reaches the PNet threshold, as boxes in detection-image pixels."""
+        frames, ys, xs = np.nonzero(probs[:, 1] >= self.thresholds[0])
+        cells = np.stack([xs, ys], axis=1).astype(np.float32)
+        scale32 = np.float32(scale)
+        top_left = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(1)) / scale32)
+        bottom_right = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(PNET_CELL)) / scale32)
+        boxes = np.concatenate([top_left, bottom_right], axis=1)
+        offsets = regression.transpose(0, 2, 3, 1)[frames, ys, xs]
+        return _Candidates(boxes, probs[frames, 1, ys, xs], frames.astype(np.int64)), offsets
+
+    def _refine(self, integrals: list[np.ndarray], candidates: _Candidates, width: int,
+                height: int) -> _Candidates:
+        """RNet on 24x24 crops: rescored, NMS, regressed, squared."""
+        candidates, crops = self._crops(integrals, candidates, width, height, RNET_SIZE)
+        if not len(candidates):
+            return candidates
+        regression, probs = _run_in_chunks(self.rnet, crops)
+        passed = probs[:, 1] > self.thresholds[1]
+        candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
+        keep = nms_per_frame(candidates, RNET_IOU)
+        candidates = candidates.take(keep)
+        boxes = regress(candidates.boxes, regression[passed][keep])
+        return _Candidates(square(boxes), candidates.scores, candidates.frames)
+
+    def _output(self, integrals: list[np.ndarray], candidates: _Candidates, width: int,
+                height: int) -> tuple[np.ndarray, np.ndarray, _Candidates]:
+        """ONet on 48x48 crops: final score, landmarks, regressed boxes, final NMS."""
+        candidates, crops = self._crops(integrals, candidates, width, height, ONET_SIZE)
+        if not len(candidates):
+            return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), candidates
+        regression, points, probs = _run_in_chunks(self.onet, crops)
+        passed = probs[:, 1] > self.thresholds[2]
+        candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
+        landmarks = _landmarks(candidates.boxes, points[passed])
+        final = _Candidates(regress(candidates.boxes, regression[passed]), candidates.scores, candidates.frames)
+        keep = nms_per_frame(final, ONET_MIN_OVERLAP, min_overlap=True)
+        return final.boxes[keep], landmarks[keep], final.take(keep)
+
+    def _crops(self, integrals: list[np.ndarray], candidates: _Candidates, width: int, height: int,
+               size: int) -> tuple[_Candidates, np.ndarray]:
+        """Network input for each candidate.
+
+        Candidates whose region is empty (box entirely outside the image) are dropped; facenet-pytorch skips
+        their crops too but keeps the boxes, which misaligns its arrays: a bug we do not reproduce.
+        """
+        regions, usable = crop_regions(candidates.boxes, width, height)
+        candidates, regions = candidates.take(usable), regions[usable]
+        crops = np.zeros((len(candidates), size, size, 3), np.float32)
+        for frame in np.unique(candidates.frames):
+            members = candidates.frames == frame
+            crops[members] = area_crops(integrals[frame], regions[members], size)
+        return candidates, to_network_input(crops)
+
+    @staticmethod
+    def _frame_result(boxes: np.ndarray, landmarks: np.ndarray, candidates: _Candidates, frame: int,
+                      ratio: np.ndarray) -> FaceDetections:
+        mine = np.flatnonzero(candidates.frames == frame)
+        mine = mine[np.argsort(-candidates.scores[mine], kind="stable")]
+        if not len(mine):
+            return FaceDetections.empty()
+        return FaceDetections(
+            boxes=(boxes[mine] * np.concatenate([ratio, ratio])).astype(np.float32),
+            scores=candidates.scores[mine].astype(np.float32),
+            landmarks=(landmarks[mine] * ratio).astype(np.float32),
+        )
+
+
+def _landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(n,5,2) landmark pixels from ONet's (n,10) output (5 x fractions, then 5 y fractions, of the box)."""
+    one = np.float32(1.0)
+    width = (boxes[:, 2] - boxes[:, 0] + one)[:, None]
+    height = (boxes[:, 3] - boxes[:, 1] + one)[:, None]
+    xs = width * points[:, :5] + boxes[:, 0:1] - one
+    ys = height * points[:, 5:10] + boxes[:, 1:2] - one
+    return np.stack([xs, ys], axis=2)
+
+
+def _run_in_chunks(session: Any, batch: np.ndarray) -> list[np.ndarray]:
+    outputs = [session.run(None, {"input": batch[i:i + CROP_BATCH]}) for i in range(0, len(batch), CROP_BATCH)]
+    return [np.concatenate(parts) for parts in zip(*outputs)]
+
+
+def _empty_candidates() -> _Candidates:
+    return _Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected an RGB uint8 HxWx3 image, got {type(image).__name__} with shape {shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"empty image of shape {image.shape}")

@@ -1,0 +1,160 @@
+"""MTCNN (numpy + onnxruntime) against facenet-pytorch's own detections.
+
+tests/fixtures/mtcnn/reference.json is written by `python tools/convert_mtcnn.py --reference` (facenet-pytorch
+2.6.0's detect_face on the fixture images and on fixed frames of ../shared/clips/real; boxes only).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from dfscan.faces.mtcnn import MTCNN, FaceDetections, area_resize, integral_image  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mtcnn"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CLIPS = SHARED / "clips" / "real"
+REFERENCE = json.loads((FIXTURES / "reference.json").read_text())
+TOLERANCE_PX = 1.0
+
+
+def load_image(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(FIXTURES / name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@lru_cache(maxsize=None)
+def decode_frames(clip: str, indices: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    import av  # noqa: PLC0415
+
+    wanted, frames = set(indices), {}
+    with av.open(str(CLIPS / clip)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames[index] = frame.to_ndarray(format="rgb24")
+            if len(frames) == len(wanted):
+                break
+    return tuple(frames[i] for i in indices)
+
+
+@pytest.fixture(scope="module")
+def full_res() -> MTCNN:
+    return MTCNN(device="cpu", max_side=None)
+
+
+def assert_matches(found: FaceDetections, record: dict) -> None:
+    """Same number of faces, and every reference box (and its landmarks) within 1 px of one of ours."""
+    expected = np.asarray(record["boxes"], dtype=np.float64).reshape(-1, 4)
+    assert len(found) == len(expected), f"{len(found)} faces, reference has {len(expected)}"
+    for box, probability, points in zip(expected, record["probs"], record["landmarks"]):
+        distance = np.abs(found.boxes - box).max(axis=1)
+        best = int(np.argmin(distance))
+        assert distance[best] <= TOLERANCE_PX, f"reference box {box} off by {distance[best]:.3f} px"
+        assert abs(found.scores[best] - probability) < 1e-3
+        assert np.abs(found.landmarks[best] - np.asarray(points)).max() <= TOLERANCE_PX
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_area_resize_equals_adaptive_average_pooling() -> None:
+    image = np.random.default_rng(0).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    resized = area_resize(integral_image(image), 11, 16)
+    for row, col in [(0, 0), (5, 7), (10, 15)]:
+        top, bottom = row * 37 // 11, -((-(row + 1) * 37) // 11)
+        left, right = col * 53 // 16, -((-(col + 1) * 53) // 16)
+        window = image[top:bottom, left:right].astype(np.float64)
+        np.testing.assert_allclose(resized[row, col], window.mean(axis=(0, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE["images"]))
+def test_fixture_images_match_facenet_pytorch(full_res: MTCNN, name: str) -> None:
+    assert_matches(full_res.detect(load_image(name)), REFERENCE["images"][name])
+
+
+def test_no_face_image_gives_no_boxes(full_res: MTCNN) -> None:
+    found = full_res.detect(load_image("no_face.png"))
+    assert len(found) == 0
+    assert found.boxes.shape == (0, 4) and found.landmarks.shape == (0, 5, 2)
+
+
+def test_two_faces_at_different_scales(full_res: MTCNN) -> None:
+    found = full_res.detect(load_image("collage_two_faces.jpg"))
+    widths = sorted(found.boxes[:, 2] - found.boxes[:, 0])
+    assert len(found) == 2 and widths[1] > 2 * widths[0]
+
+
+@pytest.mark.parametrize("clip", sorted(REFERENCE["clips"]))
+def test_clip_frames_match_facenet_pytorch(full_res: MTCNN, clip: str) -> None:
+    if not (CLIPS / clip).is_file():
+        pytest.skip(f"research clips not available ({CLIPS / clip} missing)")
+    records = REFERENCE["clips"][clip]
+    indices = tuple(int(i) for i in records)
+    for index, image, found in zip(indices, decode_frames(clip, indices),
+                                   full_res.detect_batch(list(decode_frames(clip, indices)))):
+        assert list(image.shape) == records[str(index)]["shape"]
+        assert_matches(found, records[str(index)])
+
+
+def test_detect_batch_equals_detect(full_res: MTCNN) -> None:
+    # Two 512x512 images are batched together; the smaller no-face image goes through on its own.
+    images = [load_image("astronaut.jpg"), load_image("no_face.png"), load_image("astronaut_mirrored.jpg")]
+    batched = full_res.detect_batch(images)
+    for image, from_batch in zip(images, batched):
+        single = full_res.detect(image)
+        assert len(single) == len(from_batch)
+        np.testing.assert_allclose(from_batch.boxes, single.boxes, atol=1e-3)
+        np.testing.assert_allclose(from_batch.scores, single.scores, atol=1e-5)
+        np.testing.assert_allclose(from_batch.landmarks, single.landmarks, atol=1e-3)
+    assert full_res.detect_batch([]) == []
+
+
+def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
+    image = load_image("astronaut.jpg")
+    reference = full_res.detect(image)
+    small = MTCNN(device="cpu", max_side=256).detect(image)
+    assert len(reference) == 1 and len(small) >= 1
+    assert iou(small.boxes[0], reference.boxes[0]) > 0.8
+    assert np.abs(small.landmarks[0] - reference.landmarks[0]).max() < 10  # input coordinates, not 256-px ones
+
+
+def test_settings_and_provider() -> None:
+    detector = MTCNN(device="cpu", min_face_size=32, max_side=640)
+    assert detector.provider == "CPUExecutionProvider"
+    assert detector.settings["min_face_size"] == 32 and detector.settings["max_side"] == 640
+    assert {"thresholds", "factor"} <= set(detector.settings)
+
+
+def test_rejects_non_rgb_uint8(full_res: MTCNN) -> None:
+    with pytest.raises(ValueError):
+        full_res.detect(np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError):
+        full_res.detect(np.zeros((32, 32, 3), np.float32))
+
+
+def test_runs_with_torch_unimportable() -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        import cv2
+        from dfscan.faces.mtcnn import MTCNN
+        image = cv2.cvtColor(cv2.imread({str(FIXTURES / "astronaut_small.jpg")!r}), cv2.COLOR_BGR2RGB)
+        found = MTCNN(device="cpu").detect(image)
+        assert len(found) == 1, len(found)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
