@@ -45,7 +45,7 @@ def _run(action: Callable[[], T]) -> T:
 
 
 def _settings(frames: str | None, fps: float | None, threshold: str | None, aggregation: str | None,
-              min_track_faces: int, detect_side: int, thumbnails: bool = False):
+              min_track_faces: int, detect_side: int, thumbnails: bool = False, min_face: int = 40):
     from dfscan.scan import DetectorSettings, ScanSettings  # noqa: PLC0415
 
     all_frames = frames is not None and frames.strip().lower() == "all"
@@ -61,7 +61,7 @@ def _settings(frames: str | None, fps: float | None, threshold: str | None, aggr
         raise _fail("--fps must be positive", EXIT_USAGE)
     return ScanSettings(frames=n_frames, fps=fps, all_frames=all_frames, threshold=threshold,
                         aggregation=aggregation, min_track_faces=min_track_faces, keep_thumbnails=thumbnails,
-                        detector=DetectorSettings(max_side=detect_side))
+                        detector=DetectorSettings(max_side=detect_side, min_face_size=min_face))
 
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Model bundle directory. Default: the bundled weights/default.")
@@ -71,7 +71,8 @@ FpsOpt = typer.Option(None, "--fps", help="Sample at this rate instead of a fixe
 ThresholdOpt = typer.Option(None, "--threshold", "-t", help=THRESHOLD_HELP)
 AggOpt = typer.Option(None, "--aggregation", help="Per-track rule: mean | median | max | topk. Default: the bundle's.")
 MinTrackOpt = typer.Option(3, "--min-track-faces", help="Faces a track needs before it can decide the verdict.")
-DetectSideOpt = typer.Option(960, "--detect-side", help="Longest side (pixels) frames are shrunk to for face detection.")
+DetectSideOpt = typer.Option(640, "--detect-side", help="Longest side (pixels) frames are shrunk to for face detection.")
+MinFaceOpt = typer.Option(40, "--min-face", help="Smallest face (pixels, original frame) to detect and score.")
 
 
 @app.command()
@@ -86,6 +87,7 @@ def check(
     aggregation: Optional[str] = AggOpt,
     min_track_faces: int = MinTrackOpt,
     detect_side: int = DetectSideOpt,
+    min_face: int = MinFaceOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON (per-frame and per-track scores, boxes, provenance)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report (thumbnails, timeline, provenance)."),
 ) -> None:
@@ -98,7 +100,8 @@ def check(
         video = EXAMPLE_CLIP
     if video is None:
         raise _fail("give a video path, or --example", EXIT_USAGE)
-    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side, thumbnails=report is not None)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
+                         thumbnails=report is not None, min_face=min_face)
     result = _run(lambda: scan_video(video, model=model, device=device, settings=settings))
     if report is not None:
         from dfscan.report.html import write_video_report  # noqa: PLC0415
@@ -132,6 +135,7 @@ def scan(
     aggregation: Optional[str] = AggOpt,
     min_track_faces: int = MinTrackOpt,
     detect_side: int = DetectSideOpt,
+    min_face: int = MinFaceOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-video lines, only the summary."),
     report: Optional[Path] = typer.Option(None, "--report", help="Directory for an HTML report: index.html sorted by score, a page per video."),
 ) -> None:
@@ -149,7 +153,8 @@ def scan(
         raise _fail("--workers must be at least 1", EXIT_USAGE)
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
-    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side, thumbnails=report is not None)
+    settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
+                         thumbnails=report is not None, min_face=min_face)
     html_report = None
     if report is not None:
         from dfscan.report.html import ScanReport  # noqa: PLC0415
@@ -230,7 +235,7 @@ def robustness(
         raise _fail(f"unknown degradation(s) {unknown}; choose from {', '.join(DEGRADATIONS)}", EXIT_USAGE)
     if not target.exists():
         raise _fail(f"{target} does not exist", EXIT_USAGE)
-    settings = _settings(frames, None, threshold, None, 3, 960)
+    settings = _settings(frames, None, threshold, None, 3, 640)
     scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
     paths = [f.path for f in find_videos(target, VIDEO_PATTERNS) if not f.problem]
     report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))

@@ -38,6 +38,9 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     options.log_severity_level = 3  # errors only from our own sessions; provider probing is quieter still
     if threads:
         options.intra_op_num_threads = threads
+    # Idle ORT threads busy-wait by default; on a small shared CPU (2 cores, parallel scan workers)
+    # that spinning steals the cores the other threads need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 

@@ -27,8 +27,11 @@ from dfscan.results import FaceObservation, TrackResult, VideoResult
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    max_side: int | None = 960        # detection resolution bound (longer side, pixels)
-    min_face_size: int = 32           # original-frame pixels
+    # Detection runs on frames shrunk to at most this longer side; with min_face_size in original pixels,
+    # PNet's pyramid starts at 12/min_face of that size. Faces under 40 px carry little manipulation
+    # evidence at the models' 128-224 px input, and skipping them makes detection ~4x cheaper at 720p.
+    max_side: int | None = 640        # detection resolution bound (longer side, pixels)
+    min_face_size: int = 40           # original-frame pixels
     min_confidence: float = 0.90      # MTCNN final-stage probability
     max_faces_per_frame: int = 16     # largest first
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)

@@ -64,6 +64,8 @@ class Backbone(nn.Module):
         return len(self.stage_modules())
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # already pooled (a cache of the final features)
+            return x
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
     def features_until(self, x: torch.Tensor, stage: int) -> torch.Tensor:
@@ -245,23 +247,6 @@ def efficientnet_lite0(pretrained: bool = True, weights_path: str | None = None)
 
 # ---------------------------------------------------------------- dlib ResNet (face recognition)
 
-class _ModuleBackbone(Backbone):
-    """Wraps a network whose stages are a list of child modules and which ends with its own pooling."""
-
-    def __init__(self, spec: BackboneSpec, stages: list[nn.Module], pool: Callable | None = None):
-        super().__init__(spec)
-        self.body = nn.ModuleList(stages)
-        self._pool = pool
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.body)
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self._pool is not None:
-            return self._pool(x)
-        return super().pool(x) if x.dim() == 4 else x
-
-
 @register_backbone("dlib_resnet")
 def dlib_resnet(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
     from dfscan.train import dlib_resnet as dr  # lazy: only this backbone needs it
@@ -330,11 +315,107 @@ def _facenet_weights(weights_path: str | None) -> Path | None:
     return Path(path) if path else None
 
 
+class BasicConv2d(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel, stride: int = 1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1)
+        self.relu = nn.ReLU(inplace=False)
+
+
+class _Residual(nn.Module):
+    """x + scale * conv(cat(branches)), then ReLU (Block35 / Block17 / Block8 of Inception-ResNet-v1)."""
+
+    def __init__(self, channels: int, branch_specs: list[list[tuple]], scale: float, relu: bool = True):
+        super().__init__()
+        self.scale = scale
+        branches = [nn.Sequential(*(BasicConv2d(*spec) for spec in specs)) if len(specs) > 1
+                    else BasicConv2d(*specs[0]) for specs in branch_specs]
+        for i, branch in enumerate(branches):
+            setattr(self, f"branch{i}", branch)
+        self.n = len(branches)
+        width = sum(specs[-1][1] for specs in branch_specs)
+        self.conv2d = nn.Conv2d(width, channels, 1)
+        self.relu = nn.ReLU(inplace=False) if relu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.n)], 1)
+        y = x + self.scale * self.conv2d(y)
+        return self.relu(y) if self.relu is not None else y
+
+
+def _block35() -> _Residual:
+    return _Residual(256, [[(256, 32, 1)], [(256, 32, 1), (32, 32, 3, 1, 1)],
+                           [(256, 32, 1), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1)]], 0.17)
+
+
+def _block17() -> _Residual:
+    return _Residual(896, [[(896, 128, 1)], [(896, 128, 1), (128, 128, (1, 7), 1, (0, 3)),
+                                             (128, 128, (7, 1), 1, (3, 0))]], 0.10)
+
+
+def _block8(scale: float = 0.20, relu: bool = True) -> _Residual:
+    return _Residual(1792, [[(1792, 192, 1)], [(1792, 192, 1), (192, 192, (1, 3), 1, (0, 1)),
+                                               (192, 192, (3, 1), 1, (1, 0))]], scale, relu)
+
+
+class _Concat(nn.Module):
+    def __init__(self, *branches: nn.Module):
+        super().__init__()
+        for i, branch in enumerate(branches):
+            setattr(self, f"branch{i}", branch)
+        self.n = len(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.n)], 1)
+
+
+class InceptionResnetV1(nn.Module):
+    """FaceNet's Inception-ResNet-v1 with facenet-pytorch's module names (so its VGGFace2 state dict
+    loads). forward -> 512-D L2-normalised embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        B = BasicConv2d
+        self.conv2d_1a, self.conv2d_2a, self.conv2d_2b = B(3, 32, 3, 2), B(32, 32, 3), B(32, 64, 3, 1, 1)
+        self.maxpool_3a = nn.MaxPool2d(3, 2)
+        self.conv2d_3b, self.conv2d_4a, self.conv2d_4b = B(64, 80, 1), B(80, 192, 3), B(192, 256, 3, 2)
+        self.repeat_1 = nn.Sequential(*(_block35() for _ in range(5)))
+        self.mixed_6a = _Concat(B(256, 384, 3, 2), nn.Sequential(B(256, 192, 1), B(192, 192, 3, 1, 1),
+                                                                 B(192, 256, 3, 2)), nn.MaxPool2d(3, 2))
+        self.repeat_2 = nn.Sequential(*(_block17() for _ in range(10)))
+        self.mixed_7a = _Concat(nn.Sequential(B(896, 256, 1), B(256, 384, 3, 2)),
+                                nn.Sequential(B(896, 256, 1), B(256, 256, 3, 2)),
+                                nn.Sequential(B(896, 256, 1), B(256, 256, 3, 1, 1), B(256, 256, 3, 2)),
+                                nn.MaxPool2d(3, 2))
+        self.repeat_3 = nn.Sequential(*(_block8() for _ in range(5)))
+        self.block8 = _block8(1.0, relu=False)
+        self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.6)
+        self.last_linear = nn.Linear(1792, 512, bias=False)
+        self.last_bn = nn.BatchNorm1d(512, eps=1e-3, momentum=0.1)
+
+    def stage_list(self) -> list[nn.Module]:
+        stem = nn.Sequential(self.conv2d_1a, self.conv2d_2a, self.conv2d_2b, self.maxpool_3a,
+                             self.conv2d_3b, self.conv2d_4a, self.conv2d_4b)
+        return [stem, self.repeat_1, self.mixed_6a, self.repeat_2, self.mixed_7a,
+                nn.Sequential(self.repeat_3, self.block8)]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = torch.flatten(self.avgpool_1a(x), 1)
+        x = self.last_bn(self.last_linear(self.dropout(x)))
+        return nn.functional.normalize(x, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stage_list():
+            x = stage(x)
+        return self.embed(x)
+
+
 @register_backbone("facenet")
 def facenet(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
-    from dfscan.train.facenet import InceptionResnetV1
-
-    spec = BackboneSpec("facenet", 512, 160, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+    spec = BackboneSpec("facenet", 512, 160, (0.50196, 0.50196, 0.50196), (0.50196, 0.50196, 0.50196),
                         license="facenet-pytorch VGGFace2 weights: MIT code; VGGFace2 data non-commercial")
     net = InceptionResnetV1()
     path = _facenet_weights(weights_path)
@@ -345,7 +426,19 @@ def facenet(pretrained: bool = True, weights_path: str | None = None) -> Backbon
     elif pretrained:
         warnings.warn("facenet: no VGGFace2 weights (set DFSCAN_FACENET_WEIGHTS); using random init",
                       stacklevel=2)
-    return _ModuleBackbone(spec, net.stage_list(), pool=net.embed)
+    return _FaceNetBackbone(spec, net)
+
+
+class _FaceNetBackbone(Backbone):
+    def __init__(self, spec: BackboneSpec, net: InceptionResnetV1):
+        super().__init__(spec)
+        self.net = net
+
+    def stage_modules(self) -> list[nn.Module]:
+        return self.net.stage_list()
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(x)
 
 
 def with_input_size(backbone: Backbone, size: int) -> Backbone:

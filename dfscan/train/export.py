@@ -1,0 +1,213 @@
+"""Checkpoint -> model bundle (embedder.onnx, classifier.onnx, manifest.json).
+
+Threshold rule: the scan threshold is the `balanced` operating point, the equal-error-rate point of the
+*calibrated* val frame scores. Calibration: one temperature T fit on val by log-loss, applied as
+sigmoid(logit(p) / T). Operating points on the calibrated val scores: `balanced` (EER), `low-fpr`
+(1 % false-positive rate), `high-recall` (95 % true-positive rate).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from dfscan.model.manifest import Manifest, Preprocess, ScanDefaults, write_bundle
+from dfscan.train.loop import load_checkpoint
+from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
+
+PARITY_TOL = 1e-3
+DFDC_LICENSE = ("Weights trained on DFDC (DeepFake Detection Challenge) data, which is licensed for "
+                "research use only: these weights are for research use only.")
+EPS = 1e-6
+
+
+# ---------------------------------------------------------------- calibration and operating points
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def apply_temperature(p: np.ndarray, t: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-_logit(p) / t))
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    """T minimising val log-loss of sigmoid(logit(p)/T) (golden-section search on log T)."""
+    z, y = _logit(p), np.asarray(y, np.float64)
+
+    def nll(log_t: float) -> float:
+        q = np.clip(1.0 / (1.0 + np.exp(-z / np.exp(log_t))), EPS, 1 - EPS)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    for _ in range(60):
+        if nll(a) < nll(b):
+            hi, b = b, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + g * (hi - lo)
+    return float(np.exp((lo + hi) / 2))
+
+
+def operating_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_curve
+    fpr, tpr, thr = roc_curve(labels, scores)
+    thr = np.clip(thr, 0.0, 1.0)  # roc_curve's first threshold is +inf
+    eer_i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
+    low_i = int(np.flatnonzero(fpr <= 0.01).max())
+    rec_i = int(np.flatnonzero(tpr >= 0.95).min())
+    return {"balanced": float(thr[eer_i]), "low-fpr": float(thr[low_i]), "high-recall": float(thr[rec_i])}
+
+
+def val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
+    fpr, tpr, _ = roc_curve(labels, scores)
+    eer_i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
+    pred = scores >= threshold
+    return {"val_auc": float(roc_auc_score(labels, scores)),
+            "val_eer": float((fpr[eer_i] + 1 - tpr[eer_i]) / 2),
+            "val_ap": float(average_precision_score(labels, scores)),
+            "val_logloss": float(log_loss(labels, np.clip(scores, EPS, 1 - EPS))),
+            "val_brier": float(brier_score_loss(labels, scores)),
+            "val_accuracy_at_threshold": float(np.mean(pred == labels.astype(bool))),
+            "val_frames": int(len(labels))}
+
+
+# ---------------------------------------------------------------- rebuilding the model
+
+def rebuild_net(ckpt: dict[str, Any]) -> Net:
+    cfg = RecipeConfig(**{**ckpt["config"], "augment": tuple(ckpt["config"].get("augment", ()))})
+    net = build_net(cfg, pretrained=False)
+    net.load_state_dict(ckpt["model"])
+    net.start_stage = 0
+    return net.eval()
+
+
+def head_fn(ckpt: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    head = ckpt["head"]
+    if head["kind"] == "linear":
+        w, b = np.asarray(head["weight"], np.float64), np.asarray(head["bias"], np.float64)
+        if w.shape[0] == 2:
+            w, b = w[1:] - w[:1], b[1:] - b[:1]
+        return lambda x: 1.0 / (1.0 + np.exp(-(x @ w.reshape(-1) + b[0])))
+    from dfscan.train.heads import _fake_column
+    est = pickle.loads(head["estimator"])
+    return lambda x: est.predict_proba(x.astype(np.float32))[:, _fake_column(est)]
+
+
+def export_embedder(net: Net, path: Path, size: int) -> None:
+    model = ImageEmbedder(net).eval()
+    dummy = torch.randn(2, 3, size, size)
+    kwargs = dict(input_names=["images"], output_names=["embeddings"], opset_version=17,
+                  dynamic_axes={"images": {0: "N"}, "embeddings": {0: "N"}})
+    try:
+        torch.onnx.export(model, (dummy,), str(path), dynamo=False, **kwargs)
+    except Exception:  # noqa: BLE001 - the TorchScript exporter may be gone: use the dynamo one
+        torch.onnx.export(model, (dummy,), str(path), dynamo=True, input_names=["images"],
+                          output_names=["embeddings"], dynamic_shapes=({0: torch.export.Dim("N", min=1)},),
+                          opset_version=17, external_data=False)
+
+
+def export_classifier(ckpt: dict[str, Any], path: Path, dim: int) -> None:
+    from dfscan.train.heads import classifier_to_onnx, linear_head_to_onnx
+    head = ckpt["head"]
+    if head["kind"] == "linear":
+        linear_head_to_onnx(head["weight"], head["bias"], path)
+    else:
+        classifier_to_onnx(pickle.loads(head["estimator"]), dim, path)
+
+
+def parity_check(net: Net, ckpt: dict[str, Any], emb_path: Path, cls_path: Path, images: torch.Tensor
+                 ) -> float:
+    """Max |p_torch - p_onnxruntime| of the final fake probability; raises above PARITY_TOL."""
+    import onnxruntime as ort
+    with torch.no_grad():
+        emb = ImageEmbedder(net)(images).numpy()
+    p_torch = head_fn(ckpt)(emb.astype(np.float64))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    es = ort.InferenceSession(str(emb_path), opts, providers=["CPUExecutionProvider"])
+    cs = ort.InferenceSession(str(cls_path), opts, providers=["CPUExecutionProvider"])
+    e_ort = es.run(["embeddings"], {"images": images.numpy()})[0]
+    p_ort = cs.run(["prob_fake"], {"embeddings": e_ort.astype(np.float32)})[0].reshape(-1)
+    emb_diff = float(np.abs(e_ort - emb).max())
+    diff = float(np.abs(p_ort - p_torch).max())
+    print(f"parity: max |embedding diff| {emb_diff:.2e}, max |prob diff| {diff:.2e} over {len(images)} images")
+    if not diff <= PARITY_TOL:
+        raise RuntimeError(f"ONNX/torch parity check failed: max prob diff {diff:.2e} > {PARITY_TOL}")
+    return diff
+
+
+def _parity_images(ckpt: dict[str, Any], n: int = 16) -> torch.Tensor:
+    """Real val crops when the training face set is reachable, else random inputs."""
+    size, mean, std = ckpt["input_size"], ckpt["mean"], ckpt["std"]
+    try:
+        from dfscan.faceset import FaceSet
+        from dfscan.train.data import FaceDataset
+        fs = FaceSet.load(ckpt["config"]["dataset"])
+        ds = FaceDataset(fs, fs.split("val")[:n], size, mean, std)
+        return torch.stack([ds[i][0] for i in range(len(ds))])
+    except (OSError, ValueError, KeyError):
+        return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+# ---------------------------------------------------------------- the bundle
+
+def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfscan-default",
+                  version: str | None = None, license_text: str | None = None,
+                  extra_training: dict[str, Any] | None = None, frames: int = 32,
+                  aggregation: str = "mean") -> Path:
+    ckpt = load_checkpoint(ckpt_path)
+    if "head" not in ckpt:
+        raise ValueError(f"{ckpt_path} has no classifier head: was training interrupted? "
+                         "(export the best.pt a finished run writes)")
+    net = rebuild_net(ckpt)
+    size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
+    scores = np.asarray(ckpt.get("val_scores"), np.float64)
+    labels = np.asarray(ckpt.get("val_labels"), np.int64)
+    if scores.ndim != 1 or len(scores) != len(labels) or len(np.unique(labels)) < 2:
+        raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
+    t = fit_temperature(scores, labels)
+    calibrated = apply_temperature(scores, t)
+    ops = operating_points(calibrated, labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
+        export_embedder(net, emb_path, size)
+        export_classifier(ckpt, cls_path, dim)
+        diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt))
+        cfg = ckpt["config"]
+        manifest = Manifest(
+            name=name, version=version or _dt.date.today().isoformat(),
+            preprocess=Preprocess(input_size=size, crop_margin=float(ckpt["crop_margin"]),
+                                  mean=[float(v) for v in ckpt["mean"]], std=[float(v) for v in ckpt["std"]]),
+            embedding_dim=dim, files={},
+            scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops["balanced"],
+                              operating_point="balanced"),
+            calibration={"method": "temperature", "temperature": t},
+            operating_points=ops,
+            training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
+                      "data": cfg.get("dataset"), "train_images": ckpt.get("metrics", {}).get("train_images"),
+                      "epochs_run": ckpt.get("loop", {}).get("epoch"),
+                      "best_epoch": ckpt.get("metrics", {}).get("epoch"),
+                      "config": {k: v for k, v in cfg.items() if k not in ("dataset", "cache_dir", "progress")},
+                      "threshold_rule": "EER point of calibrated val frame scores (operating point 'balanced')",
+                      **(extra_training or {})},
+            metrics={**val_metrics(calibrated, labels, ops["balanced"]),
+                     "val_auc_raw": float(_auc(labels, scores)), "onnx_parity_max_abs_diff": diff},
+            license=license_text or f"{DFDC_LICENSE} Pretrained backbone: {ckpt.get('backbone_license', '')}.",
+        )
+        return write_bundle(out_dir, emb_path, cls_path, manifest)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+    return roc_auc_score(labels, scores)

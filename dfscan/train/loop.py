@@ -1,0 +1,250 @@
+"""The one training loop every recipe uses.
+
+A recipe hands over a `TrainTask`: the trainable module, its loss, a batch source for train and val
+(images through a DataLoader, or cached frozen-stage maps) and a scoring rule for val AUC. The loop
+does the rest: AdamW, cosine/step LR, balanced batches, progress with images/s, checkpoints every
+epoch (and every N steps) that resume exactly, best-by-val-AUC checkpoint, early stopping on val loss,
+and a JSONL log of every epoch in the run directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+CKPT_FORMAT = "dfscan-ckpt/1"
+LAST, BEST = "last.pt", "best.pt"
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"            # cosine | step | constant
+    step_every: int = 2                 # epochs per x0.1 drop for "step"
+    warmup_steps: int = 0
+    patience: int = 3                   # epochs without val-loss improvement before stopping
+    seed: int = 0
+    device: str = "cpu"
+    ckpt_every_steps: int = 0           # 0: only at epoch ends
+    max_steps_per_epoch: int = 0        # 0: a full pass
+    progress: bool = True
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrainTask:
+    """What a recipe gives the loop."""
+    model: nn.Module
+    # (model output, labels) -> (loss, parts); model output is whatever model(x) returns
+    loss: Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+    # epoch, start batch -> iterator of (x, y); must be deterministic given (seed, epoch)
+    train_batches: Callable[[int, int], Iterator[Batch]]
+    steps_per_epoch: int
+    val_batches: Callable[[], Iterator[Batch]]
+    # model outputs of a whole val pass -> scores (higher = fake), for AUC
+    score: Callable[[list[Any]], np.ndarray]
+    extra_modules: dict[str, nn.Module] = field(default_factory=dict)  # e.g. loss centers
+    on_epoch_start: Callable[[int], None] | None = None
+    parameters: list[torch.nn.Parameter] | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device available to torch")
+    return torch.device(device)
+
+
+def set_threads() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores))
+
+
+def seed_everything(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int, steps_per_epoch: int):
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
+        if cfg.schedule == "step":
+            return 0.1 ** (step // max(1, cfg.step_every * steps_per_epoch))
+        return 1.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(task: TrainTask, device: torch.device) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Val loss (mean over batches), val AUC, scores, labels."""
+    task.model.eval()
+    losses, outputs, labels = [], [], []
+    for batch in task.val_batches():
+        x, y = _to(batch, device)
+        out = task.model(x)
+        loss, _ = task.loss(out, y)
+        losses.append(float(loss))
+        outputs.append(_detach(out))
+        labels.append(y.cpu().numpy())
+    y_all = np.concatenate(labels)
+    scores = task.score(outputs)
+    return float(np.mean(losses)), roc_auc(y_all, scores), scores, y_all
+
+
+def _detach(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_detach(o) for o in out)
+    return out
+
+
+class RunLog:
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "log.jsonl"
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any], resume: bool = False,
+          console: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train; returns the state of the best epoch ({"epoch", "val_auc", "val_loss", "scores", "labels"}).
+
+    `meta` (backbone, recipe, config...) is stored in every checkpoint. Checkpoints: `last.pt` (exact
+    resume: weights, optimizer, scheduler, epoch, step in epoch, early-stopping state) and `best.pt`.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    task.model.to(device)
+    for m in task.extra_modules.values():
+        m.to(device)
+    params = task.parameters or [p for p in task.model.parameters() if p.requires_grad]
+    params += [p for m in task.extra_modules.values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = task.steps_per_epoch if not cfg.max_steps_per_epoch else min(task.steps_per_epoch,
+                                                                          cfg.max_steps_per_epoch)
+    sched = make_scheduler(opt, cfg, steps * cfg.epochs, steps)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_auc": -1.0, "best_loss": math.inf,
+             "bad_epochs": 0, "best": None}
+    log = RunLog(run_dir)
+    if resume and (run_dir / LAST).is_file():
+        state = _load_last(run_dir / LAST, task, opt, sched, device)
+        console(f"resumed from {run_dir / LAST}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+
+    def save(path: Path, extra: dict[str, Any] | None = None) -> None:
+        ckpt = {"format": CKPT_FORMAT, **meta, "model": task.model.state_dict(),
+                "extra": {k: m.state_dict() for k, m in task.extra_modules.items()},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loop": dict(state),
+                "loop_config": asdict(cfg)}
+        ckpt.update(extra or {})
+        tmp = path.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(path)
+
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"]
+        if task.on_epoch_start:
+            task.on_epoch_start(epoch)
+        task.model.train()
+        t0, seen, running = time.time(), 0, []
+        start = state["step_in_epoch"]
+        batches = task.train_batches(epoch, start)
+        bar = _bar(range(start, steps), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        for step, batch in zip(bar, batches):
+            x, y = _to(batch, device)
+            loss, parts = task.loss(task.model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(y)
+            running.append(float(loss.detach()))
+            state["step_in_epoch"], state["global_step"] = step + 1, state["global_step"] + 1
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
+            if cfg.ckpt_every_steps and state["global_step"] % cfg.ckpt_every_steps == 0:
+                save(run_dir / LAST)
+        train_time = time.time() - t0
+        val_loss, val_auc, scores, labels = evaluate(task, device)
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        improved_loss = val_loss < state["best_loss"] - 1e-4
+        state["best_loss"] = min(state["best_loss"], val_loss)
+        state["bad_epochs"] = 0 if improved_loss else state["bad_epochs"] + 1
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(running)) if running else None,
+               "val_loss": val_loss, "val_auc": val_auc, "lr": sched.get_last_lr()[0],
+               "images_per_s": seen / max(train_time, 1e-9), "train_s": train_time, "time": time.time()}
+        log.write(row)
+        console(f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
+                f"val_auc {val_auc:.4f} ({row['images_per_s']:.0f} img/s)")
+        if not math.isnan(val_auc) and val_auc > state["best_auc"]:
+            state["best_auc"] = val_auc
+            state["best"] = {"epoch": epoch + 1, "val_auc": val_auc, "val_loss": val_loss,
+                             "images_per_s": row["images_per_s"]}
+            save(run_dir / BEST, {"val_scores": scores, "val_labels": labels})
+        save(run_dir / LAST)
+    if state["bad_epochs"] >= cfg.patience:
+        console(f"early stop: val loss did not improve for {cfg.patience} epochs")
+    if state["best"] is None:  # e.g. a single-class val set: keep the last weights as "best"
+        save(run_dir / BEST)
+    return state["best"] or {}
+
+
+def _load_last(path: Path, task: TrainTask, opt, sched, device: torch.device) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    task.model.load_state_dict(ckpt["model"])
+    for k, m in task.extra_modules.items():
+        if k in ckpt.get("extra", {}):
+            m.load_state_dict(ckpt["extra"][k])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    return dict(ckpt["loop"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a dfscan checkpoint ({CKPT_FORMAT})")
+    return ckpt
+
+
+def _bar(it, desc: str, enabled: bool):
+    if not enabled:
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, desc=desc, unit="batch", mininterval=5, dynamic_ncols=True)
