@@ -158,3 +158,33 @@ def test_settings_that_change_scores_are_recorded(face_video, bundles):
     assert settings["crop"] == {"size": 32, "margin": 0.0}
     assert settings["detector"]["name"] == "mtcnn" and "min_confidence" in settings["detector"]
     assert result.dfscan_version == dfscan.__version__
+
+
+def test_provenance_matches_what_pyav_reports(real_clips, bundles):
+    import av
+
+    path = real_clips / "talking_d12.mp4"
+    result = dfscan.scan_video(path, model=bundles["neutral"], frames=10)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        expected = {
+            "codec": stream.codec_context.name,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "fps": float(stream.average_rate),
+            "duration_s": float(stream.duration * stream.time_base),
+            "frame_count": stream.frames,
+        }
+        assert "mp4" in container.format.name
+    video = result.video
+    assert video["size_bytes"] == path.stat().st_size
+    assert "mp4" in video["container"]
+    for key in ("codec", "width", "height"):
+        assert video[key] == expected[key], key
+    assert video["fps"] == pytest.approx(expected["fps"], rel=1e-3)
+    assert video["duration_s"] == pytest.approx(expected["duration_s"], abs=0.05)
+    assert video["frame_count"] == expected["frame_count"]
+    indices = [f["index"] for f in result.frames]
+    assert indices == sorted(set(indices)) and indices[-1] < expected["frame_count"]
+    for f in result.frames:  # each sampled index sits at its timestamp
+        assert f["timestamp"] == pytest.approx(f["index"] / expected["fps"], abs=1.5 / expected["fps"])
