@@ -9,6 +9,7 @@ from typing import Callable, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dfscan import __version__
@@ -30,7 +31,7 @@ THRESHOLD_HELP = "Decision threshold: a value in [0,1] or an operating point of 
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -106,13 +107,14 @@ def check(
     if report is not None:
         from dfscan.report.html import write_video_report  # noqa: PLC0415
 
-        err.print(f"report: {write_video_report(result, report)}", highlight=False)
+        err.print(f"report: {escape(str(write_video_report(result, report)))}", highlight=False)
     if json_out:
         out.print_json(result.to_json(), highlight=False) if out.is_terminal else print(result.to_json())
     else:
         print_video(result, out)
     if result.label == "ERROR":
-        err.print(f"[bold red]error:[/] {result.path}: {result.reason}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(result.path)}: {escape(result.reason or '')}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(EXIT_INPUT_FAILED)
     raise typer.Exit(EXIT_FAKE if result.label == "FAKE" else EXIT_OK)
 

@@ -104,3 +104,15 @@ def test_info_prints_the_manifest(bundles):
     result = invoke("info", "--model", bundles["neutral"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["operating_points"]["low-fpr"] == 0.9
+
+
+def test_without_onnxruntime_one_line_says_what_to_install(face_video, bundles):
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from dfscan.cli import app\n"
+        f"app([ 'check', {str(face_video)!r}, '--model', {str(bundles['neutral'])!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "dfscan[cpu]" in lines[0] and "dfscan[gpu]" in lines[0]

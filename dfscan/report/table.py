@@ -46,7 +46,7 @@ def video_panel(result: VideoResult) -> Panel:
              f"model {result.model['name']}@{result.model['version']}" if result.model else "",
              result.provider or "", f"{result.timings.get('total_s', 0):.2f}s"]
     parts.append(Text(" · ".join(f for f in facts if f), style="dim"))
-    return Panel(Group(*parts), title=result.path, title_align="left")
+    return Panel(Group(*parts), title=Text(result.path), title_align="left")
 
 
 def summary_table(results: Iterable[VideoResult]) -> Table:
