@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -354,3 +355,33 @@ def test_example_clip():
     assert info.codec == "h264" and 2.5 <= info.duration_s <= 3.5
     assert EXAMPLE_CLIP.stat().st_size < 400_000
     assert len(frames) == 4
+
+
+def test_hundred_thousand_frame_video_is_sampled_by_seeking(tmp_path, monkeypatch):
+    """66 minutes at 25 fps: 32 frames must come from seeks, not from decoding 100,000 frames."""
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": "250", "tune": "zerolatency"}
+        image = np.zeros((32, 32, 3), np.uint8)
+        for i in range(100_000):
+            image[:, :, 0] = i % 256
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    decoded = []
+    real_decode = av.container.InputContainer.decode
+
+    def counting_decode(self, *args, **kwargs):
+        for frame in real_decode(self, *args, **kwargs):
+            decoded.append(1)
+            yield frame
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting_decode)
+    info, frames = sample_frames(path, n=32)
+    assert info.frame_count == 100_000 and info.duration_s == pytest.approx(4000, abs=1)
+    assert len(frames) == 32 and frames[0].index < 3200 and frames[-1].index > 96_000
+    assert len(decoded) < 32 * 260, f"decoded {len(decoded)} frames: it should seek, not decode through"
