@@ -35,6 +35,16 @@ class DetectorSettings:
     min_confidence: float = 0.90      # MTCNN final-stage probability
     max_faces_per_frame: int = 16     # largest first
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    # Pyramid step. 0.709 (facenet-pytorch's) costs ~25% more for the same faces at >= 40 px: measured
+    # 4.25 vs 4.19 faces/frame on a 1080p street scene, 1.20 s vs 0.93 s for 32 frames of 720p.
+    factor: float = 0.6
+
+    def build(self, device: str = "auto", threads: int | None = None) -> Any:
+        """The MTCNN these settings describe (the scanner and training-set extraction both use this)."""
+        from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415 - keeps `import dfscan.scan` light
+
+        return MTCNN(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
+                     factor=self.factor, max_side=self.max_side, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -57,15 +67,12 @@ class Scanner:
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  detector: DetectorSettings | None = None):
-        from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415 - keeps `import dfscan` light
-        from dfscan.model.scorer import Scorer  # noqa: PLC0415
+        from dfscan.model.scorer import Scorer  # noqa: PLC0415 - keeps `import dfscan` light
 
         self.device = device
         self.scorer = Scorer(model, device=device, threads=threads)
         self.detector_settings = detector or DetectorSettings()
-        ds = self.detector_settings
-        self.detector = MTCNN(device=device, min_face_size=ds.min_face_size, thresholds=ds.thresholds,
-                              max_side=ds.max_side, threads=threads)
+        self.detector = self.detector_settings.build(device, threads)
 
     def scan(self, path: str | Path, settings: ScanSettings | None = None) -> VideoResult:
         settings = settings or ScanSettings()

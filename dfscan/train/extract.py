@@ -373,13 +373,8 @@ class FaceExtractor:
         self.max_faces_per_frame = max(1, max_faces_per_frame)
         self.all_tracks = all_tracks or self.max_faces_per_frame > 1
         self.settings = DetectorSettings()
-        if detector is None:
-            from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415
-
-            ds = self.settings  # the scanner's detector settings, so training crops match scanning crops
-            detector = MTCNN(device=device, min_face_size=ds.min_face_size, thresholds=ds.thresholds,
-                             max_side=ds.max_side)
-        self.detector = detector
+        # the scanner's detector settings, so training crops match scanning crops
+        self.detector = detector if detector is not None else self.settings.build(device)
 
     def crops(self, path: Path) -> list[tuple[np.ndarray, int, int | None, np.ndarray]]:
         """(crop, frame index, track id or None, box in original pixels) for each kept face."""
