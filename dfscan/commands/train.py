@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE
 
@@ -22,7 +23,7 @@ TORCH_MISSING = "training needs torch: pip install 'dfscan[train]'"
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -43,8 +44,9 @@ def resolve_dataset(dataset: str, data_root: Path | None, compression: str) -> P
             raise _fail(f"--dataset {dataset} needs --data-root (the folder `dfscan extract` wrote into)")
         name = f"ff++_{compression}" if dataset == "ff++" else dataset
         path = data_root.expanduser() / "dfscan_faces" / name
+        flag = f" --compression {compression}" if dataset == "ff++" else ""
         where = (f"no extracted faces for {dataset} at {path}: run "
-                 f"`dfscan extract {dataset} {data_root}` first")
+                 f"`dfscan extract {dataset} {data_root}{flag}` first")
     else:
         raise _fail(f"--dataset must be faces:PATH or one of {', '.join(NAMED_DATASETS)}, not {dataset!r}")
     if not (path / "labels.csv").is_file():

@@ -253,7 +253,7 @@ def dlib_resnet(pretrained: bool = True, weights_path: str | None = None) -> Bac
 
     net = dr.build_dlib_resnet(pretrained=pretrained, weights_path=weights_path)
     spec = BackboneSpec("dlib_resnet", dr.DLIB_EMBED_DIM, dr.DLIB_INPUT_SIZE, tuple(dr.DLIB_MEAN),
-                        tuple(dr.DLIB_STD), license="dlib face recognition model: CC0 1.0 (Davis King)")
+                        tuple(dr.DLIB_STD), license="dlib face recognition model: public domain (Davis King, dlib-models README)")
     return _DlibBackbone(spec, net)
 
 

@@ -13,7 +13,7 @@ estimator), input size, mean/std, crop margin, recipe and its config, val metric
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -282,8 +282,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
         _init_from(net, cfg.init, console)
     freeze = net.backbone.num_stages if (cfg.recipe == "triplet" and cfg.mode == "frozen") else cfg.freeze_stages
     net.backbone.freeze_stages(freeze)
-    use_cache = (cfg.cache and freeze > 0 and set(cfg.augment) <= CACHE_SAFE_AUGMENTATIONS
-                 and loop.resolve_device(cfg.device).type == "cpu")
+    use_cache = cfg.cache and freeze > 0 and set(cfg.augment) <= CACHE_SAFE_AUGMENTATIONS
     net.start_stage = freeze if use_cache else 0
     train_split, val_split = make_splits(cfg, net, run_dir, freeze, use_cache)
     (run_dir / "config.json").write_text(_json(asdict(cfg)), encoding="utf-8")
