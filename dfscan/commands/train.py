@@ -85,8 +85,11 @@ InitOpt = typer.Option(None, "--init", help="Initialise the embedder from this c
 
 
 def _train(recipe: str, dataset: str, data_root: Optional[Path], compression: str, methods: List[str],
-           out_dir: Path, resume: bool, **kwargs: object) -> None:
+           out_dir: Path, resume: bool, cache_dir: Optional[Path], init: Optional[Path], ckpt_every: int,
+           **kwargs: object) -> None:
+    """Every recipe command ends here with its own options (`**locals()`), mapped onto RecipeConfig."""
     _need_torch()
+    kwargs.update(cache_dir=_s(cache_dir), init=_s(init), ckpt_every_steps=ckpt_every)
     path = resolve_dataset(dataset, data_root, compression)
     from dfscan.train.recipes import RecipeConfig, run_recipe  # noqa: PLC0415
     augment = _split_list(kwargs.pop("augment"))  # type: ignore[arg-type]
@@ -116,11 +119,7 @@ def triplet(
     """Kumar & Bhavsar: semi-hard triplet loss on L2-normalised embeddings, then RF/SGD/logreg."""
     if mode not in ("frozen", "finetune"):
         raise _fail("--mode must be frozen or finetune")
-    _train("triplet", dataset, data_root, compression, methods, out_dir, resume, backbone=backbone,
-           input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, limit=limit,
-           val_limit=val_limit, seed=seed, device=device, patience=patience, freeze_stages=freeze_stages,
-           cache_dir=_s(cache_dir), crop_margin=crop_margin, schedule=schedule, ckpt_every_steps=ckpt_every,
-           init=_s(init), mode=mode, classifier=classifier, margin=margin, proj_dim=proj_dim)
+    _train("triplet", **locals())
 
 
 @train_app.command()
@@ -134,11 +133,7 @@ def bce(
     schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
 ) -> None:
     """Bondi et al. baseline: backbone + linear head trained with binary cross-entropy."""
-    _train("bce", dataset, data_root, compression, methods, out_dir, resume, backbone=backbone,
-           input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, limit=limit,
-           val_limit=val_limit, seed=seed, device=device, patience=patience, freeze_stages=freeze_stages,
-           cache_dir=_s(cache_dir), crop_margin=crop_margin, schedule=schedule, ckpt_every_steps=ckpt_every,
-           init=_s(init))
+    _train("bce", **locals())
 
 
 @train_app.command()
@@ -155,11 +150,7 @@ def twostep(
 ) -> None:
     """Bondi et al. two-step: triplet loss on the feature layer, then the classifier alone with BCE
     (the paper starts from a BCE-trained network: pass --init <bce run>/best.pt)."""
-    _train("twostep", dataset, data_root, compression, methods, out_dir, resume, backbone=backbone,
-           input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, limit=limit,
-           val_limit=val_limit, seed=seed, device=device, patience=patience, freeze_stages=freeze_stages,
-           cache_dir=_s(cache_dir), crop_margin=crop_margin, schedule=schedule, ckpt_every_steps=ckpt_every,
-           init=_s(init), margin=margin, head_epochs=head_epochs)
+    _train("twostep", **locals())
 
 
 @train_app.command()
@@ -175,11 +166,9 @@ def multimetric(
     proj_dim: int = typer.Option(128, "--embed-dim", help="Embedding size (projection after the backbone)."),
 ) -> None:
     """Zhang et al.: weight-center + triplet + cross-entropy (beta=2, chi=1, alpha=2, margin=1), with AHE."""
-    _train("multimetric", dataset, data_root, compression, methods, out_dir, resume, backbone=backbone,
-           input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, limit=limit,
-           val_limit=val_limit, seed=seed, device=device, patience=patience, freeze_stages=freeze_stages,
-           cache_dir=_s(cache_dir), crop_margin=crop_margin, schedule=schedule, ckpt_every_steps=ckpt_every,
-           init=_s(init), use_ahe=not no_ahe, proj_dim=proj_dim)
+    use_ahe = not no_ahe
+    del no_ahe
+    _train("multimetric", **locals())
 
 
 def export_command(
