@@ -116,3 +116,14 @@ def test_without_onnxruntime_one_line_says_what_to_install(face_video, bundles):
     assert done.returncode == 4
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "dfscan[cpu]" in lines[0] and "dfscan[gpu]" in lines[0]
+
+
+def test_cuda_asked_for_without_it_is_a_clear_setup_error(face_video, bundles):
+    from dfscan.runtime import import_ort
+
+    if "CUDAExecutionProvider" in import_ort().get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    result = invoke("check", face_video, "--model", bundles["neutral"], "--device", "cuda")
+    assert result.exit_code == 4 and "onnxruntime-gpu" in result.output
+    auto = json.loads(invoke("check", face_video, "--model", bundles["neutral"], "--json").stdout)
+    assert auto["provider"] == "CPUExecutionProvider"
