@@ -121,6 +121,32 @@ def test_detect_batch_equals_detect(full_res: MTCNN) -> None:
     assert full_res.detect_batch([]) == []
 
 
+@pytest.mark.parametrize("clip", ["talking_d0.mp4", "street_crowd.mp4"])
+def test_detect_video_reuses_pnet_without_losing_faces(clip: str) -> None:
+    if not (CLIPS / clip).is_file():
+        pytest.skip(f"{CLIPS / clip} not available (../shared beside the checkout)")
+    detector = MTCNN(device="cpu", min_face_size=40, factor=0.6, max_side=640)
+    frames = list(decode_frames(clip, tuple(range(0, 63, 9))))  # 7 frames, 0.36 s apart at 25 fps
+    every_frame = detector.detect_batch(frames)
+    assert [len(f) for f in detector.detect_video(frames, 1)] == [len(f) for f in every_frame]
+    reused = detector.detect_video(frames, 2)
+    for index, (full, found) in enumerate(zip(every_frame, reused)):
+        if index % 2 == 0 or index == len(frames) - 1:  # full cascade: detect_batch's result exactly
+            np.testing.assert_array_equal(found.boxes, full.boxes)
+            np.testing.assert_array_equal(found.scores, full.scores)
+            continue
+        # Between full frames: every face that a neighbouring frame also shows is found, at the same box.
+        # A face seen in this sampled frame alone (people walking in and out of a crowd) may be missed: it
+        # can never make a track of min_track_faces, and is found at the next full frame if it stays.
+        neighbours = [b for f in (every_frame[index - 1], every_frame[index + 1]) for b in f.boxes]
+        for box in full.boxes[full.scores >= 0.9]:
+            if any(iou(box, other) > 0.3 for other in neighbours):
+                assert len(found) and np.abs(found.boxes - box).max(axis=1).min() <= 8.0, f"frame {index}"
+        assert len(found) <= len(full)
+    with pytest.raises(ValueError):
+        detector.detect_video(frames, 0)
+
+
 def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
     image = load_image("astronaut.jpg")
     reference = full_res.detect(image)

@@ -11,6 +11,7 @@ arithmetic in float32, and the same resampling. facenet-pytorch resizes with tor
 The networks are ONNX exports of facenet-pytorch's weights (tools/convert_mtcnn.py, MIT license).
 `detect_batch` runs PNet on all frames at once per pyramid scale, and RNet/ONet on the candidates of all
 frames at once; NMS always stays within one frame, so batching never changes a frame's result.
+`detect_video` (the scanner's) can also reuse faces across consecutive sampled frames to skip most of PNet.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ PNET_PIXELS_PER_RUN = 1 << 21   # bounds PNet's activation memory; splitting a b
 CROP_BATCH = 512
 FRAMES_PER_PASS = 32            # frames detected together: bounds memory (integrals, pyramid) for long frame lists
 INT32_SUM_LIMIT = 2**31 - 1
+TRACK_REGION = 1.25              # detect_video: PNet searches +-this many face sides around a neighbour's face
+TRACK_FACE_RANGE = (0.3, 2.0)    # ... at the pyramid scales whose 12 px window is this range of its side
 
 
 @dataclass
@@ -86,13 +89,19 @@ def area_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
 
 
-def area_window_sums(integral: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def area_window_sums(integral: np.ndarray, height: int, width: int,
+                     part: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact pixel sums of each output pixel's window when the whole image is area-resized to (height, width).
 
-    Returns (sums (height, width, 3), window heights (height,), window widths (width,)).
+    Returns (sums (height, width, 3), window heights (height,), window widths (width,)). With part =
+    (row0, row1, col0, col1), only that part [row0, row1) x [col0, col1) of the resized image.
     """
     rows_start, rows_end = area_windows(integral.shape[0] - 1, height)
     cols_start, cols_end = area_windows(integral.shape[1] - 1, width)
+    if part is not None:
+        row0, row1, col0, col1 = part
+        rows_start, rows_end = rows_start[row0:row1], rows_end[row0:row1]
+        cols_start, cols_end = cols_start[col0:col1], cols_end[col0:col1]
     row_sums = integral[rows_end] - integral[rows_start]
     sums = np.take(row_sums, cols_end, axis=1) - np.take(row_sums, cols_start, axis=1)
     return sums, rows_end - rows_start, cols_end - cols_start
@@ -103,14 +112,17 @@ def area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
     return _window_means(*area_window_sums(integral, height, width))
 
 
-def pyramid_level(integrals: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+def pyramid_level(integrals: Sequence[np.ndarray], height: int, width: int,
+                  part: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """PNet input (B, 3, height, width) for same-size images: area-resized and normalised, written in place.
 
-    Same values as to_network_input(area_resize(...)) stacked, without the HWC intermediates.
+    Same values as to_network_input(area_resize(...)) stacked, without the HWC intermediates. With part =
+    (row0, row1, col0, col1): only that part of the resized images, same values.
     """
-    batch = np.empty((len(integrals), 3, height, width), np.float32)
+    out_height, out_width = (height, width) if part is None else (part[1] - part[0], part[3] - part[2])
+    batch = np.empty((len(integrals), 3, out_height, out_width), np.float32)
     for plane, integral in zip(batch, integrals):
-        sums, heights, widths = area_window_sums(integral, height, width)
+        sums, heights, widths = area_window_sums(integral, height, width, part)
         np.divide(sums.transpose(2, 0, 1), heights.astype(np.float32)[:, None], out=plane, dtype=np.float32)
         np.divide(plane, widths.astype(np.float32), out=plane)
     return _normalise(batch)
@@ -277,8 +289,33 @@ class MTCNN:
                     results[position] = found
         return results  # type: ignore[return-value]
 
+    def detect_video(self, images: Sequence[np.ndarray], full_every: int = 1) -> list[FaceDetections]:
+        """Faces in consecutive sampled frames of one video, with temporal reuse of the PNet stage.
+
+        full_every=1 is `detect_batch`. With k > 1, the full cascade (PNet pyramid, RNet, ONet) runs on every
+        k-th frame and on the last frame of each pass of FRAMES_PER_PASS frames; these get exactly the
+        `detect_batch` result. On each frame in between, PNet runs only on the parts of the pyramid levels
+        around the faces (every ONet survivor, not only confident ones) of the nearest full frames before
+        and after it: +-TRACK_REGION face sides, at the scales whose 12 px window is TRACK_FACE_RANGE of the
+        face's side. The parts start on PNet's cell grid, so the windows there are the full pyramid's; RNet
+        and ONet then run as usual. A face seen in an in-between frame but in neither neighbouring full
+        frame is missed there (it is found at the next full frame if it stays). Frames of different sizes,
+        or fewer than 3, go through `detect_batch`.
+        """
+        if full_every < 1:
+            raise ValueError(f"full_every must be at least 1, not {full_every}")
+        for image in images:
+            _check_image(image)
+        if full_every == 1 or len(images) < 3 or len({image.shape for image in images}) != 1:
+            return self.detect_batch(images)
+        results: list[FaceDetections] = []
+        for start in range(0, len(images), FRAMES_PER_PASS):
+            results.extend(self._detect_sequence(list(images[start:start + FRAMES_PER_PASS]), full_every))
+        return results
+
     # ---------------------------------------------------------------------------------------- stages
-    def _detect_same_size(self, images: list[np.ndarray]) -> list[FaceDetections]:
+    def _prepare(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], int, int, float, np.ndarray]:
+        """Integral images at detection size, that size, PNet's smallest face there, and the scale back."""
         height, width = images[0].shape[:2]
         scale = self._detection_scale(height, width)
         if scale < 1.0:
@@ -287,11 +324,68 @@ class MTCNN:
         det_height, det_width = images[0].shape[:2]
         min_face = self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
         integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
+        ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
+        return integrals, det_height, det_width, min_face, ratio
+
+    def _detect_same_size(self, images: list[np.ndarray]) -> list[FaceDetections]:
+        integrals, det_height, det_width, min_face, ratio = self._prepare(images)
         candidates = self._propose(integrals, det_height, det_width, min_face)
         candidates = self._refine(integrals, candidates, det_width, det_height)
         boxes, landmarks, candidates = self._output(integrals, candidates, det_width, det_height)
-        ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
         return [self._frame_result(boxes, landmarks, candidates, frame, ratio) for frame in range(len(images))]
+
+    def _detect_sequence(self, images: list[np.ndarray], full_every: int) -> list[FaceDetections]:
+        integrals, det_height, det_width, min_face, ratio = self._prepare(images)
+        n = len(images)
+        full = sorted(set(range(0, n, full_every)) | {n - 1})
+        between = [i for i in range(n) if i not in set(full)]
+        full_integrals = [integrals[i] for i in full]
+        candidates = self._propose(full_integrals, det_height, det_width, min_face)
+        candidates = self._refine(full_integrals, candidates, det_width, det_height)
+        boxes, landmarks, candidates = self._output(full_integrals, candidates, det_width, det_height)
+        results: list[FaceDetections | None] = [None] * n
+        for slot, frame in enumerate(full):
+            results[frame] = self._frame_result(boxes, landmarks, candidates, slot, ratio)
+        scales = pyramid_scales(det_height, det_width, min_face, self.factor)
+        found, found_offsets = [], []
+        for slot, frame in enumerate(between):
+            before = max(s for s, f in enumerate(full) if f < frame)
+            sources = boxes[(candidates.frames == before) | (candidates.frames == before + 1)]
+            for x0, y0, x1, y1, side in _track_regions(sources, det_width, det_height):
+                for scale in scales:
+                    if not TRACK_FACE_RANGE[0] * side <= MIN_DETECTION_FACE / scale <= TRACK_FACE_RANGE[1] * side:
+                        continue
+                    # The part of the full pyramid level over the region, starting on a PNet cell: PNet's
+                    # output there is the full level's, so these are the full frame's windows near the face.
+                    size = (int(det_height * scale + 1), int(det_width * scale + 1))
+                    col0 = int(np.floor(x0 * scale)) // PNET_STRIDE * PNET_STRIDE
+                    row0 = int(np.floor(y0 * scale)) // PNET_STRIDE * PNET_STRIDE
+                    col1, row1 = min(size[1], int(np.ceil(x1 * scale))), min(size[0], int(np.ceil(y1 * scale)))
+                    if min(row1 - row0, col1 - col0) < PNET_CELL:
+                        continue
+                    level = pyramid_level([integrals[frame]], *size, part=(row0, row1, col0, col1))
+                    regression, probs = self._run_pnet(level)
+                    windows, offsets = self._pnet_windows(regression, probs, scale,
+                                                          (col0 // PNET_STRIDE, row0 // PNET_STRIDE))
+                    keep = nms(windows.boxes, windows.scores, PNET_SCALE_IOU)
+                    found.append(_Candidates(windows.boxes[keep], windows.scores[keep],
+                                             np.full(len(keep), slot, np.int64)))
+                    found_offsets.append(offsets[keep])
+        between_integrals = [integrals[i] for i in between]
+        if found:
+            windows, offsets = _Candidates.concatenate(found), np.concatenate(found_offsets)
+            keep = nms_per_frame(windows, PNET_IOU)
+            windows, offsets = windows.take(keep), offsets[keep]
+            widths = windows.boxes[:, 2:4] - windows.boxes[:, 0:2]
+            proposed = _Candidates(square(windows.boxes + offsets * np.concatenate([widths, widths], axis=1)),
+                                   windows.scores, windows.frames)
+        else:
+            proposed = _empty_candidates()
+        seeded = self._refine(between_integrals, proposed, det_width, det_height)
+        boxes, landmarks, seeded = self._output(between_integrals, seeded, det_width, det_height)
+        for slot, frame in enumerate(between):
+            results[frame] = self._frame_result(boxes, landmarks, seeded, slot, ratio)
+        return results  # type: ignore[return-value]
 
     def _detection_scale(self, height: int, width: int) -> float:
         if self.max_side is None or max(height, width) <= self.max_side:
@@ -324,10 +418,13 @@ class MTCNN:
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
-                      scale: float) -> tuple[_Candidates, np.ndarray]:
-        """Cells whose face probability reaches the PNet threshold, as boxes in detection-image pixels."""
+                      scale: float, first_cell: tuple[int, int] = (0, 0)) -> tuple[_Candidates, np.ndarray]:
+        """Cells whose face probability reaches the PNet threshold, as boxes in detection-image pixels.
+
+        first_cell: (x, y) of the level's cell that PNet's output (0, 0) is, when it ran on part of the level.
+        """
         frames, ys, xs = np.nonzero(probs[:, 1] >= self.thresholds[0])
-        cells = np.stack([xs, ys], axis=1).astype(np.float32)
+        cells = np.stack([xs + first_cell[0], ys + first_cell[1]], axis=1).astype(np.float32)
         scale32 = np.float32(scale)
         top_left = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(1)) / scale32)
         bottom_right = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(PNET_CELL)) / scale32)
@@ -390,6 +487,19 @@ class MTCNN:
             scores=candidates.scores[mine].astype(np.float32),
             landmarks=(landmarks[mine] * ratio).astype(np.float32),
         )
+
+
+def _track_regions(boxes: np.ndarray, width: int, height: int) -> list[tuple[int, int, int, int, float]]:
+    """Integer regions [x0, x1] x [y0, y1] around faces found in a neighbouring frame, and each face's side."""
+    regions = []
+    for box in np.asarray(boxes, np.float64):
+        side = max(box[2] - box[0], box[3] - box[1], 1.0)
+        cx, cy, reach = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side * TRACK_REGION
+        x0, y0 = max(0, int(np.floor(cx - reach))), max(0, int(np.floor(cy - reach)))
+        x1, y1 = min(width, int(np.ceil(cx + reach))), min(height, int(np.ceil(cy + reach)))
+        if x1 > x0 and y1 > y0:
+            regions.append((x0, y0, x1, y1, float(side)))
+    return regions
 
 
 def _landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
