@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
@@ -13,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dfscan import __version__
-from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, DfscanError
+from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, DfscanError
 
 app = typer.Typer(
     name="dfscan",
@@ -172,7 +173,7 @@ def scan(
     paths = [f.path for f in todo if not f.problem]
     if resume and done:
         err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done", highlight=False)
-    results: list[VideoResult] = []
+    counts: Counter[str] = Counter()  # labels only: a scan of thousands keeps no results in memory
 
     def record(result: VideoResult) -> None:
         for writer in writers:
@@ -180,8 +181,7 @@ def scan(
                 writer.write(result)
         if html_report is not None:
             html_report.add(result)
-        result.thumbnails = {}
-        results.append(result)
+        counts[result.label] += 1
         if not quiet:
             progress.console.print(result_line(result), highlight=False, soft_wrap=True)
 
@@ -197,16 +197,15 @@ def scan(
                 progress.advance(task)
             for result in _run(lambda: iter_scan(paths, model=model, device=device, settings=settings, workers=workers)):
                 record(result)
-                rate = len(results) / max(time.perf_counter() - started, 1e-6)
+                rate = counts.total() / max(time.perf_counter() - started, 1e-6)
                 progress.update(task, advance=1, rate=f"{rate:.2f} videos/s")
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
     finally:
         for writer in writers:
             writer.close()
-    err.print(summary_table(results))
-    labels = {r.label for r in results}
-    raise typer.Exit(EXIT_FAKE if "FAKE" in labels else EXIT_INPUT_FAILED if "ERROR" in labels else EXIT_OK)
+    err.print(summary_table(counts))
+    raise typer.Exit(EXIT_FAKE if counts["FAKE"] else EXIT_INPUT_FAILED if counts["ERROR"] else EXIT_OK)
 
 
 @app.command()

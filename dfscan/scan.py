@@ -7,7 +7,6 @@ result with a one-line reason; only setup problems (bad bundle, no onnxruntime) 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,6 +21,7 @@ from dfscan import verdict
 from dfscan.errors import DfscanError
 from dfscan.faces.crop import crop_face
 from dfscan.faces.tracks import Detection, Track, link_tracks
+from dfscan.model.manifest import sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
 
 
@@ -138,7 +138,7 @@ class Scanner:
         result.video = info.to_dict()
         t1 = time.perf_counter()
         if settings.hash_input:
-            result.video["sha256"] = sha256_of(path)
+            result.video["sha256"] = sha256_file(path)
         t2 = time.perf_counter()
         detections = self._detect(frames)
         t3 = time.perf_counter()
@@ -233,14 +233,6 @@ def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:
     small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return data.tobytes() if ok else b""
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=4)

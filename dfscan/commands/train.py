@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dfscan.commands.data import default_out_dir
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE
 
 out = Console()
@@ -42,8 +43,7 @@ def resolve_dataset(dataset: str, data_root: Path | None, compression: str) -> P
     elif dataset in NAMED_DATASETS:
         if data_root is None:
             raise _fail(f"--dataset {dataset} needs --data-root (the folder `dfscan extract` wrote into)")
-        name = f"ff++_{compression}" if dataset == "ff++" else dataset
-        path = data_root.expanduser() / "dfscan_faces" / name
+        path = default_out_dir(dataset, data_root.expanduser(), compression)  # where `dfscan extract` wrote it
         flag = f" --compression {compression}" if dataset == "ff++" else ""
         where = (f"no extracted faces for {dataset} at {path}: run "
                  f"`dfscan extract {dataset} {data_root}{flag}` first")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -49,8 +48,8 @@ def video_panel(result: VideoResult) -> Panel:
     return Panel(Group(*parts), title=Text(result.path), title_align="left")
 
 
-def summary_table(results: Iterable[VideoResult]) -> Table:
-    counts = Counter(r.label for r in results)
+def summary_table(counts: Counter[str]) -> Table:
+    """Videos per label."""
     table = Table(title="scan summary")
     for label in ("FAKE", "REAL", "NO_FACE", "ERROR"):
         table.add_column(label, justify="right", style=LABEL_STYLE[label])
