@@ -289,11 +289,13 @@ def _mount_commands() -> None:
     """Commands written in their own modules (training, extraction, evaluation). None of them imports
     torch or sklearn at import time, so `check` and `scan` keep working without the [train] extra."""
     from dfscan.commands.data import eval_command, extract_command  # noqa: PLC0415
+    from dfscan.commands.faces import sbi_command  # noqa: PLC0415
     from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
 
     app.add_typer(train_app, name="train", help="Train a detector with one of the papers' recipes.")
     app.command("export")(export_command)
     app.command("extract")(extract_command)
+    app.command("sbi")(sbi_command)
     app.command("eval")(eval_command)
 
 

@@ -1,9 +1,15 @@
-"""The one face-set format: `images/` + `labels.csv`. `dfscan extract` writes it, `dfscan train` and
-`dfscan eval` read it. The columns are those of the DFDC faces set (file,label,split,source,video,width,
-height), with optional `frame` and `track` for faces extracted from videos by dfscan itself."""
+"""The one face-set format: `images/` + `labels.csv` (+ `faceset.json`). `dfscan extract` writes it, `dfscan
+train` and `dfscan eval` read it. The columns are those of the DFDC faces set (file,label,split,source,video,
+width,height), with optional `frame` and `track` for faces extracted from videos by dfscan itself and
+`domain` (where the footage comes from: batches are balanced over it, validation is reported per domain).
+
+`faceset.json` records how the crops were cut (detector settings, crop size and margin around the
+detector's box) so training, the checkpoint and the bundle manifest carry the scanner's crop geometry.
+A face set without it (the shared DFDC crops) gets the geometry measured on it (`KNOWN_GEOMETRY`)."""
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -15,6 +21,11 @@ import numpy as np
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("file", "label", "split", "source", "video", "width", "height")
+GEOMETRY_FILE = "faceset.json"
+# Crop margin (around the MTCNN box, as crop_face takes it) of face sets made elsewhere, measured by running
+# dfscan's detector on their crops (bench/measure_geometry.py): DFDC crops are ~10% tighter than the box.
+KNOWN_GEOMETRY = {"dfdc_faces": {"crop": {"margin": -0.1, "size": 224}, "measured": True,
+                                 "history": "JPEG, upscaled from a median 155 px face box"}}
 
 
 @dataclass
@@ -28,13 +39,15 @@ class FaceRecord:
     height: int = 0
     frame: int | None = None  # frame index in `video`, when extracted by dfscan
     track: int | None = None  # face track id within `video`
+    domain: str = ""          # footage kind / origin (e.g. dfdc, wild:<repository>); "" = the face set's own
+    origin: str = ""          # the face set folder the row was read from (not a column)
 
     @property
     def is_fake(self) -> int:
         return int(self.label == "fake")
 
 
-COLUMNS = tuple(f.name for f in fields(FaceRecord))
+COLUMNS = tuple(f.name for f in fields(FaceRecord) if f.name != "origin")
 
 
 def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
@@ -45,6 +58,7 @@ def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
             width=int(float(row.get("width") or 0)), height=int(float(row.get("height") or 0)),
             frame=int(row["frame"]) if row.get("frame") not in (None, "") else None,
             track=int(row["track"]) if row.get("track") not in (None, "") else None,
+            domain=(row.get("domain") or "").strip(),
         )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{csv_path}:{line}: bad row ({exc})") from None
@@ -59,6 +73,7 @@ class FaceSet:
     def __init__(self, root: str | Path, records: list[FaceRecord]):
         self.root = Path(root)
         self.records = records
+        self._geometries: dict[str, dict] = {}
 
     @classmethod
     def load(cls, root: str | Path) -> "FaceSet":
@@ -72,13 +87,50 @@ class FaceSet:
             if missing:
                 raise ValueError(f"{csv_path} lacks columns {missing}")
             records = [_parse_row(row, i + 2, csv_path) for i, row in enumerate(reader)]
+        for record in records:
+            record.origin = str(root)
         return cls(root, records)
 
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+    @property
+    def geometry(self) -> dict:
+        """How the crops were cut: {"crop": {"size", "margin"}, "detector": {...}}, from faceset.json,
+        else a measured entry of KNOWN_GEOMETRY, else {} (unknown)."""
+        return read_geometry(self.root)
+
+    def domain_of(self, record: FaceRecord) -> str:
+        return record.domain or self.name
+
+    def geometry_of(self, record: FaceRecord) -> dict:
+        """The crop geometry of the face set the record was read from (see `geometry`)."""
+        origin = record.origin or str(self.root)
+        if origin not in self._geometries:
+            self._geometries[origin] = read_geometry(origin)
+        return self._geometries[origin]
+
     def split(self, name: str) -> list[FaceRecord]:
         return [r for r in self.records if r.split == name]
+
+    @classmethod
+    def union(cls, roots: "list[str | Path]") -> "FaceSet":
+        """Several face sets as one: each record's file becomes its absolute path and its domain, where the
+        row names none, the name of the face set it came from (batches are balanced over domains)."""
+        if len(roots) == 1:
+            return cls.load(roots[0])
+        records: list[FaceRecord] = []
+        for root in roots:
+            part = cls.load(root)
+            for record in part.records:
+                record.file = str(part.image_path(record).resolve())
+                record.domain = part.domain_of(record)
+                records.append(record)
+        return cls(Path(roots[0]), records)
 
     def image_path(self, record: FaceRecord) -> Path:
         return self.root / "images" / record.file
@@ -89,6 +141,38 @@ class FaceSet:
     def summary(self) -> dict[str, dict[str, int]]:
         counts = Counter((r.split, r.label) for r in self.records)
         return {s: {lab: counts[(s, lab)] for lab in LABELS} for s in sorted({r.split for r in self.records})}
+
+
+def read_geometry(root: str | Path) -> dict:
+    path = Path(root) / GEOMETRY_FILE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return dict(KNOWN_GEOMETRY.get(Path(root).resolve().name, {}))
+
+
+def training_geometry(roots: "list[str | Path]", margin: float | None = None) -> tuple[float, dict]:
+    """The crop margin a model trained on these face sets must be scanned with, and each set's geometry.
+
+    An explicit `margin` wins. Otherwise the face sets cut by dfscan (faceset.json) must agree on one
+    margin, the one the scanner will use; sets with only a measured geometry (shared DFDC crops) are
+    trained on as they are and do not set it, unless they are all there is."""
+    geometries = {str(root): read_geometry(root) for root in roots}
+    if margin is None:
+        own = {float(g["crop"]["margin"]) for g in geometries.values() if "crop" in g and not g.get("measured")}
+        measured = {float(g["crop"]["margin"]) for g in geometries.values() if "crop" in g and g.get("measured")}
+        candidates = own or measured
+        if len(candidates) > 1:
+            raise ValueError(f"the face sets were cut with different margins {sorted(candidates)}: "
+                             "re-extract them alike or give --crop-margin")
+        margin = candidates.pop() if candidates else 0.0
+    return float(margin), geometries
+
+
+def write_geometry(root: str | Path, geometry: dict) -> None:
+    path = Path(root) / GEOMETRY_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(geometry, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -102,18 +186,37 @@ class FaceSetWriter:
     """Appends crops and rows to a face set; safe to reopen to resume (rows already written are kept,
     `has_video` tells which videos are done). Each row is flushed as it is written."""
 
-    def __init__(self, root: str | Path, jpeg_quality: int = 95):
+    def __init__(self, root: str | Path, jpeg_quality: int = 95, geometry: dict | None = None):
         self.root = Path(root)
         (self.root / "images").mkdir(parents=True, exist_ok=True)
         self.csv_path = self.root / "labels.csv"
         self.jpeg_quality = jpeg_quality
+        if geometry is not None:
+            self._check_geometry(geometry)
         self._done_videos = self._read_done_videos()
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        columns = COLUMNS if new_file else self._existing_columns()
         self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS)
+        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         if new_file:
             self._writer.writeheader()
             self._fh.flush()
+
+    def _check_geometry(self, geometry: dict) -> None:
+        """One face set, one crop geometry: resuming with other crop settings would mix two."""
+        path = self.root / GEOMETRY_FILE
+        if path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("crop") != geometry.get("crop"):
+                raise ValueError(f"{self.root} holds crops cut with {old.get('crop')}, not {geometry.get('crop')}: "
+                                 "use another output folder")
+        else:
+            write_geometry(self.root, geometry)
+
+    def _existing_columns(self) -> tuple[str, ...]:
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        return tuple(header) if header else COLUMNS
 
     def _read_done_videos(self) -> set[str]:
         if not self.csv_path.is_file():
@@ -138,7 +241,7 @@ class FaceSetWriter:
 
     def add_rows(self, records: Iterable[FaceRecord]) -> None:
         for record in records:
-            self._writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items()})
+            self._writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items() if k != "origin"})
             self._done_videos.add(record.video)
         self._fh.flush()
 

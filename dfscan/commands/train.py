@@ -59,7 +59,7 @@ def _split_list(values: List[str]) -> tuple[str, ...]:
 
 
 # options shared by every recipe
-DatasetOpt = typer.Option(..., "--dataset", help="faces:PATH (any face set) or ff++ | celebdf | dfdc (with --data-root).")
+DatasetOpt = typer.Option(..., "--dataset", help="faces:PATH (any face set) or ff++ | celebdf | dfdc (with --data-root); several, comma-separated, train as one with batches balanced over them (each face set is a domain).")
 DataRootOpt = typer.Option(None, "--data-root", help="Dataset root that `dfscan extract` wrote dfscan_faces/ into.")
 CompressionOpt = typer.Option("c23", "--compression", help="FaceForensics++ quality: c23 | c40.")
 MethodsOpt = typer.Option([], "--methods", help="FaceForensics++ methods to train on (comma-separated). Default: all.")
@@ -78,9 +78,10 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue from <out>/last.pt.")
 PatienceOpt = typer.Option(3, "--patience", help="Epochs without val-loss improvement before stopping.")
 FreezeOpt = typer.Option(0, "--freeze-stages", help="Freeze the first K backbone stages (their maps are cached once).")
 CacheDirOpt = typer.Option(None, "--cache-dir", help="Where frozen-stage maps are cached. Default: <out>/cache.")
-MarginOpt = typer.Option(0.0, "--crop-margin", help="Margin the training crops have around the MTCNN box, as `dfscan extract --margin` took it (goes to the manifest).")
+MarginOpt = typer.Option(None, "--crop-margin", help="Margin the scanner must cut around the MTCNN box (goes to the manifest). Default: the face sets' own (faceset.json, written by `dfscan extract` / `dfscan sbi`).")
 ScheduleOpt = typer.Option("cosine", "--schedule", help="cosine | step | constant.")
 CkptStepsOpt = typer.Option(0, "--ckpt-every", help="Also checkpoint every N steps (0: epoch ends only).")
+PseudoOpt = typer.Option(None, "--pseudo-fakes", help="sbi or sbi:FRACTION: add a self-blended twin (label fake) of that share of the real faces, blended afresh each epoch (once, when frozen stages are cached). For a larger pre-generated pool use `dfscan sbi`.")
 InitOpt = typer.Option(None, "--init", help="Initialise the embedder from this checkpoint (e.g. twostep from a bce run).")
 
 
@@ -89,8 +90,14 @@ def _train(recipe: str, dataset: str, data_root: Optional[Path], compression: st
            **kwargs: object) -> None:
     """Every recipe command ends here with its own options (`**locals()`), mapped onto RecipeConfig."""
     _need_torch()
+    from dfscan.train.data import parse_pseudo_fakes  # noqa: PLC0415
+    try:
+        parse_pseudo_fakes(kwargs.get("pseudo_fakes"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     kwargs.update(cache_dir=_s(cache_dir), init=_s(init), ckpt_every_steps=ckpt_every)
-    path = resolve_dataset(dataset, data_root, compression)
+    path = ",".join(str(resolve_dataset(part.strip(), data_root, compression))
+                    for part in dataset.split(",") if part.strip())
     from dfscan.train.recipes import RecipeConfig, run_recipe  # noqa: PLC0415
     augment = _split_list(kwargs.pop("augment"))  # type: ignore[arg-type]
     cfg = RecipeConfig(recipe=recipe, dataset=str(path), augment=augment, methods=_split_list(methods),
@@ -109,8 +116,9 @@ def triplet(
     epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
     limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
     device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: float = MarginOpt,
+    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
     schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
+    pseudo_fakes: Optional[str] = PseudoOpt,
     mode: str = typer.Option("finetune", "--mode", help="frozen (cache backbone features, train a projection) | finetune."),
     classifier: str = typer.Option("logreg", "--classifier", help="rf | sgd | logreg, fit on the learned embeddings."),
     margin: float = typer.Option(0.2, "--margin", help="Triplet margin (L2-normalised embeddings)."),
@@ -129,8 +137,9 @@ def bce(
     epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
     limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
     device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: float = MarginOpt,
+    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
     schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
+    pseudo_fakes: Optional[str] = PseudoOpt,
 ) -> None:
     """Bondi et al. baseline: backbone + linear head trained with binary cross-entropy."""
     _train("bce", **locals())
@@ -143,8 +152,9 @@ def twostep(
     epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
     limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
     device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: float = MarginOpt,
+    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
     schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
+    pseudo_fakes: Optional[str] = PseudoOpt,
     margin: float = typer.Option(0.2, "--margin", help="Triplet margin (L2-normalised features)."),
     head_epochs: int = typer.Option(3, "--head-epochs", help="Epochs of the second step (linear head, BCE)."),
 ) -> None:
@@ -160,8 +170,9 @@ def multimetric(
     epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
     limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
     device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: float = MarginOpt,
+    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
     schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
+    pseudo_fakes: Optional[str] = PseudoOpt,
     no_ahe: bool = typer.Option(False, "--no-ahe", help="Switch the Adaptive Hardness-aware Expander off."),
     proj_dim: int = typer.Option(128, "--embed-dim", help="Embedding size (projection after the backbone)."),
 ) -> None:

@@ -24,7 +24,7 @@ AGGREGATIONS = ("mean", "median", "max", "topk")
 @dataclass
 class Preprocess:
     input_size: int                     # square crop side fed to the embedder
-    crop_margin: float                  # added to the detector box's longer side, as a fraction
+    crop_margin: float                  # added to the detector box's longer side, as a fraction (< 0: tighter)
     mean: list[float]                   # per RGB channel, applied to pixels scaled to [0, 1]
     std: list[float]
 
@@ -80,7 +80,7 @@ class Manifest:
             raise ModelError(f"manifest input_size {pre.input_size} out of range")
         if len(pre.mean) != 3 or len(pre.std) != 3 or any(s <= 0 for s in pre.std):
             raise ModelError("manifest mean/std must be three numbers, std > 0")
-        if not 0.0 <= pre.crop_margin <= 2.0:
+        if not -0.5 < pre.crop_margin <= 2.0:  # negative: tighter than the detector box (DFDC-style crops)
             raise ModelError(f"manifest crop_margin {pre.crop_margin} out of range")
         if self.scan.aggregation not in AGGREGATIONS:
             raise ModelError(f"manifest aggregation {self.scan.aggregation!r} not one of {AGGREGATIONS}")

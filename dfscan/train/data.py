@@ -76,20 +76,109 @@ class FaceDataset(Dataset):
         return normalise(rgb, self.mean, self.std), record.is_fake
 
 
-class BalancedBatchSampler(Sampler[list[int]]):
-    """Batches with half real, half fake faces (triplet mining needs both classes in every batch).
+class PseudoFakeDataset(Dataset):
+    """A FaceDataset plus a self-blended twin (label fake) for a share of its real faces (`--pseudo-fakes
+    sbi[:FRACTION]`, Shiohara & Yamasaki 2022). Item n + k is the blend of the k-th chosen real face.
 
-    One epoch = len(labels) // batch_size batches; the smaller class is re-sampled as needed. The RNG
+    Each call blends afresh (a new draw per epoch in end-to-end training); a frozen-stage cache calls each
+    item once, which makes it a pre-generated pool of one blend per face. Landmarks are found once per
+    face, from the detector box the face set's crop geometry implies.
+    """
+
+    def __init__(self, base: FaceDataset, fraction: float = 1.0, seed: int = 0, fresh: bool = True):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"pseudo-fake fraction must be in (0, 1], not {fraction}")
+        self.base, self.seed, self.fresh, self.calls = base, seed, fresh, 0
+        self.twins = self.choose_twins(base.records, fraction, seed)
+        self._landmarks: dict[int, np.ndarray] = {}
+        self._landmarker = None
+
+    @staticmethod
+    def choose_twins(records: Sequence[FaceRecord], fraction: float, seed: int) -> list[int]:
+        reals = [i for i, r in enumerate(records) if r.label == "real"]
+        if not reals:
+            return []
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(reals, int(round(len(reals) * fraction)), replace=False).tolist())
+
+    @classmethod
+    def twinned_records(cls, records: Sequence[FaceRecord], fraction: float, seed: int) -> list[FaceRecord]:
+        """The records in item order: the originals, then the real face behind each blended twin."""
+        return list(records) + [records[i] for i in cls.choose_twins(records, fraction, seed)]
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.twins)
+
+    @property
+    def records(self) -> list[FaceRecord]:
+        return self.base.records + [self.base.records[i] for i in self.twins]
+
+    @property
+    def labels(self) -> list[int]:
+        return self.base.labels + [1] * len(self.twins)
+
+    def _margin(self, record: FaceRecord) -> float:
+        return float(self.base.face_set.geometry_of(record).get("crop", {}).get("margin", 0.0))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if i < len(self.base):
+            return self.base[i]
+        from dfscan.train.sbi import Landmarker, box_in_crop, self_blend  # noqa: PLC0415
+
+        k = self.twins[i - len(self.base)]
+        record = self.base.records[k]
+        rgb = load_image(self.base.face_set.image_path(record), max(self.base.size, 256))
+        if k not in self._landmarks:
+            self._landmarker = self._landmarker or Landmarker()
+            self._landmarks[k] = self._landmarker(rgb, box_in_crop(rgb.shape[0], self._margin(record)))
+        self.calls += 1
+        # torch.initial_seed() differs per epoch and DataLoader worker: fresh blends without shared state
+        fresh = [torch.initial_seed() % (1 << 32), self.calls] if self.fresh else []
+        rng = np.random.default_rng([self.seed, k, *fresh])
+        fake = self_blend(rgb, self._landmarks[k], rng)[0]
+        fake = cv2.resize(fake, (self.base.size, self.base.size), interpolation=cv2.INTER_AREA)
+        if self.base.augment is not None:
+            fake = self.base.augment(fake)
+        return normalise(fake, self.base.mean, self.base.std), 1
+
+
+def parse_pseudo_fakes(spec: str | None) -> float | None:
+    """`sbi` -> 1.0, `sbi:0.5` -> 0.5, None -> None."""
+    if not spec:
+        return None
+    kind, _, fraction = spec.partition(":")
+    if kind.strip().lower() != "sbi":
+        raise ValueError(f"--pseudo-fakes must be sbi or sbi:FRACTION, not {spec!r}")
+    try:
+        value = float(fraction) if fraction else 1.0
+    except ValueError:
+        raise ValueError(f"--pseudo-fakes fraction must be a number in (0, 1], not {fraction!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"--pseudo-fakes fraction must be in (0, 1], not {value}")
+    return value
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    """Batches with half real, half fake faces (triplet mining needs both classes in every batch); with
+    `groups` (a domain per item), each half is also spread evenly over the domains that have that label,
+    so no source dominates a batch and "which footage is this" cannot stand in for "real or fake".
+
+    One epoch = len(labels) // batch_size batches; smaller cells are re-sampled as needed. The RNG
     state is exposed so a resumed run draws the same batches.
     """
 
-    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0):
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0, groups: Sequence[str] | None = None):
         if batch_size < 2:
             raise ValueError("balanced batches need batch_size >= 2")
-        self.by_class = [np.flatnonzero(np.asarray(labels) == c) for c in (0, 1)]
-        if any(len(ix) == 0 for ix in self.by_class):
+        labels_arr = np.asarray(labels)
+        groups_arr = np.asarray(groups if groups is not None else [""] * len(labels_arr))
+        self.cells: list[list[np.ndarray]] = []  # per class: the index arrays of its domains
+        for c in (0, 1):
+            in_class = labels_arr == c
+            self.cells.append([np.flatnonzero(in_class & (groups_arr == g)) for g in sorted(set(groups_arr[in_class]))])
+        if any(not cells for cells in self.cells):
             raise ValueError("balanced sampling needs both real and fake faces")
-        self.batch_size, self.n = batch_size, len(labels)
+        self.batch_size, self.n = batch_size, len(labels_arr)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
@@ -98,11 +187,14 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         half = self.batch_size // 2
-        streams = [self._stream(ix) for ix in self.by_class]
+        streams = [[self._stream(ix) for ix in cells] for cells in self.cells]
         for _ in range(len(self)):
-            batch = [next(streams[0]) for _ in range(self.batch_size - half)]
-            batch += [next(streams[1]) for _ in range(half)]
+            batch = self._draw(streams[0], self.batch_size - half) + self._draw(streams[1], half)
             yield [int(i) for i in self.rng.permutation(batch)]
+
+    def _draw(self, streams: list[Iterator[int]], k: int) -> list[int]:
+        order = np.concatenate([self.rng.permutation(len(streams)) for _ in range(k // len(streams) + 1)])[:k]
+        return [next(streams[g]) for g in order]
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
         """The batches of `epoch`, deterministic given (seed, epoch); the first `start` are skipped."""

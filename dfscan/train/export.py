@@ -58,14 +58,28 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def operating_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_curve
-    fpr, tpr, thr = roc_curve(labels, scores)
-    thr = np.clip(thr, 0.0, 1.0)  # roc_curve's first threshold is +inf
-    eer_i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
-    low_i = int(np.flatnonzero(fpr <= 0.01).max())
-    rec_i = int(np.flatnonzero(tpr >= 0.95).min())
-    return {"balanced": float(thr[eer_i]), "low-fpr": float(thr[low_i]), "high-recall": float(thr[rec_i])}
+def operating_points(scores: np.ndarray, labels: np.ndarray, domains: Any = None) -> dict[str, float]:
+    """balanced (EER), low-fpr (FPR <= 1%) and high-recall (TPR >= 95%) thresholds on val scores.
+
+    With `domains` (one per score), every domain counts alike, however many faces it has: balanced is the
+    EER of the domain-averaged FPR and TPR, and low-fpr keeps the FPR of *every* domain with reals at or
+    under 1%, so a threshold fitted mostly on one kind of footage cannot accuse the others."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    groups = np.asarray(domains if domains is not None else [""] * len(scores))
+    grid = np.unique(np.concatenate([scores, [0.0, 1.0]]))
+    fpr_by = [_exceed_rate(scores[(labels == 0) & (groups == g)], grid) for g in sorted(set(groups[labels == 0]))]
+    tpr_by = [_exceed_rate(scores[(labels == 1) & (groups == g)], grid) for g in sorted(set(groups[labels == 1]))]
+    fpr, tpr, worst_fpr = np.mean(fpr_by, 0), np.mean(tpr_by, 0), np.max(fpr_by, 0)
+    eer_i = int(np.argmin(np.abs(fpr - (1 - tpr))))
+    low_i = int(np.flatnonzero(worst_fpr <= 0.01).min())
+    rec_i = int(np.flatnonzero(tpr >= 0.95).max())
+    return {"balanced": float(grid[eer_i]), "low-fpr": float(grid[low_i]), "high-recall": float(grid[rec_i])}
+
+
+def _exceed_rate(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Share of `values` >= each threshold in `grid` (sorted ascending)."""
+    values = np.sort(values)
+    return 1.0 - np.searchsorted(values, grid, side="left") / max(1, len(values))
 
 
 def val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -178,7 +192,8 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
         raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
     t = fit_temperature(scores, labels)
     calibrated = apply_temperature(scores, t)
-    ops = operating_points(calibrated, labels)
+    domains = ckpt.get("val_domains")
+    ops = operating_points(calibrated, labels, domains)
     with tempfile.TemporaryDirectory() as tmp:
         emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
         export_embedder(net, emb_path, size)
@@ -199,7 +214,10 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
                       "epochs_run": ckpt.get("loop", {}).get("epoch"),
                       "best_epoch": ckpt.get("metrics", {}).get("epoch"),
                       "config": {k: v for k, v in cfg.items() if k not in ("dataset", "cache_dir", "progress")},
-                      "threshold_rule": "EER point of calibrated val frame scores (operating point 'balanced')",
+                      "crop_geometry": ckpt.get("geometry", {}),
+                      "threshold_rule": ("EER point of calibrated val frame scores (operating point 'balanced')"
+                                         + (f", every domain weighted alike ({', '.join(sorted(set(domains)))}); "
+                                            "low-fpr: FPR <= 1% in each domain" if domains is not None else "")),
                       **(extra_training or {})},
             metrics={**val_metrics(calibrated, labels, ops["balanced"]),
                      "val_auc_raw": float(_auc(labels, scores)), "onnx_parity_max_abs_diff": diff},

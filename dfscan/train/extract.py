@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -279,15 +279,20 @@ def read_folder(root: str | Path) -> list[VideoItem]:
 
 
 def read_csv(csv_path: str | Path) -> list[VideoItem]:
-    """A CSV `path,label[,split,source]`; relative paths are relative to the CSV's folder."""
+    """A CSV `path,label[,split,source]` (`file` for `path` too, as in the shared wild_clips labels);
+    relative paths are relative to the CSV's folder. Rows that name no video file (images) are skipped."""
     csv_path = Path(csv_path)
     items: list[VideoItem] = []
     with open(csv_path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or "path" not in reader.fieldnames or "label" not in reader.fieldnames:
+        fields = reader.fieldnames or []
+        path_key = "path" if "path" in fields else "file"
+        if path_key not in fields or "label" not in fields:
             raise ValueError(f"{csv_path} needs a header with at least `path,label`")
         for line, row in enumerate(reader, start=2):
-            raw = row["path"].strip()
+            raw = row[path_key].strip()
+            if Path(raw).suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
             path = Path(raw) if Path(raw).is_absolute() else csv_path.parent / raw
             try:
                 label = parse_label(row["label"])
@@ -427,7 +432,9 @@ def extract_faces(items: Sequence[VideoItem], out_dir: str | Path, frames: int =
     """
     extractor = extractor or FaceExtractor(size, margin, frames, device, max_faces_per_frame, all_tracks)
     stats = ExtractStats()
-    with FaceSetWriter(out_dir) as writer, _Progress(progress, len(items)) as tick:
+    geometry = {"crop": {"size": extractor.size, "margin": extractor.margin}, "frames": frames,
+                "detector": {"name": "mtcnn", **asdict(extractor.settings)}, "made_by": "dfscan extract"}
+    with FaceSetWriter(out_dir, geometry=geometry) as writer, _Progress(progress, len(items)) as tick:
         for item in items:
             status = _extract_one(extractor, item, writer, stats)
             tick(item, status)

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from dfscan.faceset import FaceSet
 from dfscan.train import loop
 from dfscan.train.backbones import Backbone, create_backbone, with_input_size
-from dfscan.train.data import (BalancedBatchSampler, FaceDataset, FeatureCache, build_feature_cache,
-                               select_records)
+from dfscan.train.data import (BalancedBatchSampler, FaceDataset, FeatureCache, PseudoFakeDataset,
+                               build_feature_cache, parse_pseudo_fakes, select_records)
 
 RECIPES = ("triplet", "bce", "twostep", "multimetric")
 CACHE_SAFE_AUGMENTATIONS = {"flip"}  # can be done on cached maps
@@ -61,13 +61,14 @@ class RecipeConfig:
     margin: float = 0.2                 # triplet margin (multimetric uses the paper's 1.0)
     use_ahe: bool = True                # multimetric
     head_epochs: int = 3                # twostep, second step
-    crop_margin: float = 0.0
+    crop_margin: float | None = None    # None: from the face sets' faceset.json (the scanner's crop)
     ckpt_every_steps: int = 0
     max_steps_per_epoch: int = 0
     num_workers: int = 1
     init: str | None = None             # checkpoint whose embedder initialises this run
     progress: bool = True
     weights_path: str | None = None     # local pretrained weights (facenet, dlib_resnet)
+    pseudo_fakes: str | None = None     # "sbi[:FRACTION]": self-blended twins of that share of real faces
 
 
 # ---------------------------------------------------------------- the network
@@ -128,6 +129,7 @@ class Split:
     batches: Callable[..., Iterator[loop.Batch]]  # train: (epoch, start) ; val: ()
     ordered: Callable[[], Iterator[loop.Batch]]   # every item once, in order, no augmentation
     steps: int = 0
+    domains: list[str] | None = None              # per item, in `ordered` order
 
 
 def _cache_path(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, limit: int | None) -> Path:
@@ -136,6 +138,8 @@ def _cache_path(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, limit:
     if not cfg.pretrained:
         name += "_random"
     suffix = "" if limit is None else f"_n{limit}_seed{cfg.seed}"
+    if cfg.pseudo_fakes:
+        suffix += "_" + cfg.pseudo_fakes.replace(":", "") + f"_seed{cfg.seed}"
     return root / name / f"{split}{suffix}"
 
 
@@ -143,7 +147,7 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
                 ) -> tuple[Split, Split]:
     from dfscan.train.augment import build_augment
 
-    face_set = FaceSet.load(cfg.dataset)
+    face_set = FaceSet.union(cfg.dataset.split(","))
     if cfg.methods:
         wanted = [m.lower() for m in cfg.methods]
         face_set.records = [r for r in face_set.records
@@ -158,11 +162,12 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
         for split, recs, limit in (("train", train_rec, cfg.limit), ("val", val_rec, cfg.val_limit)):
             caches[split] = _subset_of_full_cache(cfg, run_dir, stage, split, face_set, recs)
             if caches[split] is None:
-                ds = FaceDataset(face_set, recs, size, bb.mean, bb.std)
+                ds = _with_pseudo_fakes(cfg, FaceDataset(face_set, recs, size, bb.mean, bb.std), fresh=False)
                 caches[split] = build_feature_cache(bb, ds, stage, _cache_path(cfg, run_dir, stage, split, limit),
                                                     progress=cfg.progress)
         train_c, val_c = caches["train"], caches["val"]
-        sampler = BalancedBatchSampler(train_c.labels, bs, cfg.seed)
+        train_rec, val_rec = _twinned(cfg, train_rec), _twinned(cfg, val_rec)
+        sampler = BalancedBatchSampler(train_c.labels, bs, cfg.seed, _domains(face_set, train_rec))
         flip = "flip" in cfg.augment
 
         def train_batches(epoch: int, start: int) -> Iterator[loop.Batch]:
@@ -175,13 +180,15 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
                     yield cache.batch(range(s, min(len(cache), s + 256)))
             return batches
 
-        return (Split(train_c.labels, train_batches, ordered(train_c), len(sampler)),
-                Split(val_c.labels, ordered(val_c), ordered(val_c)))
+        return (Split(train_c.labels, train_batches, ordered(train_c), len(sampler), _domains(face_set, train_rec)),
+                Split(val_c.labels, ordered(val_c), ordered(val_c), domains=_domains(face_set, val_rec)))
 
     augment = build_augment(list(cfg.augment)) if cfg.augment else None
-    train_ds = FaceDataset(face_set, train_rec, size, bb.mean, bb.std, augment)
-    val_ds = FaceDataset(face_set, val_rec, size, bb.mean, bb.std)
-    sampler = BalancedBatchSampler(train_ds.labels, bs, cfg.seed)
+    train_ds = _with_pseudo_fakes(cfg, FaceDataset(face_set, train_rec, size, bb.mean, bb.std, augment), fresh=True)
+    val_ds = _with_pseudo_fakes(cfg, FaceDataset(face_set, val_rec, size, bb.mean, bb.std), fresh=False)
+    plain_train = _with_pseudo_fakes(cfg, FaceDataset(face_set, train_rec, size, bb.mean, bb.std), fresh=False)
+    train_rec, val_rec = train_ds.records, val_ds.records
+    sampler = BalancedBatchSampler(train_ds.labels, bs, cfg.seed, _domains(face_set, train_rec))
 
     def train_batches(epoch: int, start: int) -> Iterator[loop.Batch]:
         batches = list(sampler.epoch_batches(epoch, start))
@@ -193,9 +200,26 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
             yield from _loader(ds, [list(range(s, min(n, s + 64))) for s in range(0, n, 64)], cfg.num_workers)
         return batches
 
-    plain_train = FaceDataset(face_set, train_rec, size, bb.mean, bb.std)
-    return (Split(np.asarray(train_ds.labels), train_batches, ordered(plain_train), len(sampler)),
-            Split(np.asarray(val_ds.labels), ordered(val_ds), ordered(val_ds)))
+    return (Split(np.asarray(train_ds.labels), train_batches, ordered(plain_train), len(sampler),
+                  _domains(face_set, train_rec)),
+            Split(np.asarray(val_ds.labels), ordered(val_ds), ordered(val_ds), domains=_domains(face_set, val_rec)))
+
+
+def _with_pseudo_fakes(cfg: RecipeConfig, ds: FaceDataset, fresh: bool) -> FaceDataset | PseudoFakeDataset:
+    fraction = parse_pseudo_fakes(cfg.pseudo_fakes)
+    return ds if fraction is None else PseudoFakeDataset(ds, fraction, cfg.seed, fresh=fresh)
+
+
+def _twinned(cfg: RecipeConfig, records: list) -> list:
+    """The records in the order a pseudo-fake dataset over them lists its items."""
+    fraction = parse_pseudo_fakes(cfg.pseudo_fakes)
+    if fraction is None:
+        return records
+    return PseudoFakeDataset.twinned_records(records, fraction, cfg.seed)
+
+
+def _domains(face_set: FaceSet, records: list) -> list[str]:
+    return [face_set.domain_of(r) for r in records]
 
 
 def _subset_of_full_cache(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, face_set: FaceSet,
@@ -284,6 +308,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
     net.backbone.freeze_stages(freeze)
     use_cache = cfg.cache and freeze > 0 and set(cfg.augment) <= CACHE_SAFE_AUGMENTATIONS
     net.start_stage = freeze if use_cache else 0
+    from dfscan.faceset import training_geometry
+    cfg.crop_margin, geometry = training_geometry(cfg.dataset.split(","), cfg.crop_margin)
     train_split, val_split = make_splits(cfg, net, run_dir, freeze, use_cache)
     (run_dir / "config.json").write_text(_json(asdict(cfg)), encoding="utf-8")
 
@@ -310,7 +336,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
                            patience=cfg.patience, seed=cfg.seed, device=cfg.device,
                            ckpt_every_steps=cfg.ckpt_every_steps, max_steps_per_epoch=cfg.max_steps_per_epoch,
                            progress=cfg.progress)
-    meta = _meta(cfg, net)
+    meta = {**_meta(cfg, net), "geometry": geometry}
     best = loop.train(task, lcfg, run_dir, meta, resume=resume, console=console)
     best_path = run_dir / loop.BEST
     ckpt = loop.load_checkpoint(best_path)
@@ -332,6 +358,10 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
         ckpt.setdefault("metrics", {})["embedding_val_auc"] = best.get("val_auc")
         best["val_auc"] = loop.roc_auc(val_split.labels, scores)
     ckpt["head"] = head
+    ckpt["val_domains"] = val_split.domains
+    if val_split.domains is not None and len(set(val_split.domains)) > 1:
+        ckpt.setdefault("metrics", {})["val_auc_by_domain"] = _auc_by_domain(
+            val_split.labels, np.asarray(ckpt["val_scores"]), val_split.domains)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), **{k: v for k, v in best.items() if k != "scores"},
                        "train_images": int(len(train_split.labels)), "val_images": int(len(val_split.labels))}
     torch.save(ckpt, best_path)
@@ -340,10 +370,15 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
     return best_path
 
 
+def _auc_by_domain(labels: np.ndarray, scores: np.ndarray, domains: list[str]) -> dict[str, float]:
+    groups = np.asarray(domains)
+    return {d: loop.roc_auc(labels[groups == d], scores[groups == d]) for d in sorted(set(domains))}
+
+
 def _meta(cfg: RecipeConfig, net: Net) -> dict[str, Any]:
     bb = net.backbone
     return {"backbone": cfg.backbone, "input_size": bb.input_size, "mean": list(bb.mean), "std": list(bb.std),
-            "crop_margin": cfg.crop_margin, "recipe": cfg.recipe, "config": asdict(cfg),
+            "crop_margin": 0.0 if cfg.crop_margin is None else cfg.crop_margin, "recipe": cfg.recipe, "config": asdict(cfg),
             "embed": {"proj_dim": net.proj.out_features if net.proj is not None else 0,
                       "normalize": net.normalize, "head_out": net.head.out_features if net.head else 0,
                       "dim": net.embed_dim},
