@@ -206,3 +206,21 @@ def test_train_with_pseudo_fakes_over_two_face_sets_records_geometry(tmp_path):
     assert set(ckpt["val_domains"]) == {"dfdc_faces", "studio"}
     assert len(ckpt["val_domains"]) == 2 * (12 + 3)  # each val set: 12 faces + 3 blended twins
     assert set(ckpt["metrics"]["val_auc_by_domain"]) == {"dfdc_faces", "studio"}
+
+
+def test_sbi_command_writes_a_pool_and_refuses_bad_options(tmp_path):
+    _need_landmarks()
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+    from dfscan.faceset import FaceSet
+
+    src = make_face_set(tmp_path, _dfdc_rows(2, 1))
+    out = tmp_path / "pool"
+    result = CliRunner().invoke(app, ["sbi", str(src), "--out", str(out), "--copies", "1", "--size", "64",
+                                      "--splits", "train", "--lowres", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert "2 real views, 2 self-blended, 1 fake views" in result.output
+    assert len(FaceSet.load(out)) == 5
+    bad = CliRunner().invoke(app, ["sbi", str(src), "--out", str(tmp_path / "x"), "--lowres", "2"])
+    assert bad.exit_code == 2 and not (tmp_path / "x").exists()

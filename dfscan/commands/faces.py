@@ -26,6 +26,7 @@ def sbi_command(
     size: int = typer.Option(128, "--size", help="View side in pixels (the model's input size)."),
     margin: float = typer.Option(0.15, "--margin", help="Crop margin of the views around the detector box: the scanner's (goes to the manifest)."),
     margin_jitter: float = typer.Option(0.1, "--margin-jitter", help="Uniform +- jitter of the margin, where the stored crop has room."),
+    lowres: float = typer.Option(0.0, "--lowres", help="Share of views shrunk to a 32-96 px face and enlarged again (small faces, as in crowds), real and blended alike."),
     splits: List[str] = typer.Option(["train,val"], "--splits", help="Splits to take (comma-separated)."),
     domain: Optional[str] = typer.Option(None, "--domain", help="Domain written on every row. Default: the face set's folder name."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N real and N fake faces per split (seeded)."),
@@ -34,6 +35,8 @@ def sbi_command(
 ) -> None:
     """Self-blended images (Shiohara & Yamasaki 2022) from every real face, plus views of its fakes, all cut
     to the scanner's geometry and degraded alike. Landmarks: dlib's 68-point model (non-commercial)."""
+    if not 0.0 <= lowres <= 1.0:
+        raise _fail("--lowres must be in [0, 1]")
     if copies < 1 or size < 16 or not -0.5 < margin <= 2.0 or margin_jitter < 0 or (limit is not None and limit < 1):
         raise _fail("need --copies >= 1, --size >= 16, -0.5 < --margin <= 2, --margin-jitter >= 0, --limit >= 1")
     if not (face_set / "labels.csv").is_file():
@@ -41,7 +44,7 @@ def sbi_command(
     from dfscan.train.sbi import ViewSettings, build_pool  # noqa: PLC0415
 
     wanted = tuple(s.strip() for v in splits for s in v.split(",") if s.strip())
-    view = ViewSettings(size=size, margin=margin, margin_jitter=margin_jitter)
+    view = ViewSettings(size=size, margin=margin, margin_jitter=margin_jitter, lowres_p=lowres)
     try:
         stats = build_pool(face_set, out_dir, view, copies=copies, splits=wanted, domain=domain, limit=limit,
                            fakes=not no_fakes, seed=seed)

@@ -176,6 +176,8 @@ class ViewSettings:
     shift_jitter: float = 0.03        # fraction of the box side
     jpeg_p: float = 0.5               # probability of a JPEG round trip at quality 40-95
     blur_p: float = 0.2               # probability of a down-and-up resize by 0.5-0.8
+    lowres_p: float = 0.0             # probability of a small face: down to 32-96 px and up, as the scanner
+                                      # upscales faces of a crowd (what a model must not take for a blend)
 
 
 def recut(image: np.ndarray, stored_margin: float, view: ViewSettings, rng: np.random.Generator) -> np.ndarray:
@@ -193,6 +195,12 @@ def recut(image: np.ndarray, stored_margin: float, view: ViewSettings, rng: np.r
 
 
 def degrade(image: np.ndarray, view: ViewSettings, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < view.lowres_p:
+        h, w = image.shape[:2]
+        side = int(rng.integers(32, 97))
+        if side < min(h, w):
+            small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < view.blur_p:
         h, w = image.shape[:2]
         f = rng.uniform(0.5, 0.8)
