@@ -102,7 +102,8 @@ def test_pool_pairs_real_and_blended_views_with_the_scanner_geometry(tmp_path):
     assert len(pool) == 16 and {r.domain for r in pool.records} == {"dfdc"}
     assert sum(r.label == "fake" for r in pool.records) == 10
     geometry = json.loads((out / "faceset.json").read_text())
-    assert geometry["crop"]["margin"] == 0.15 and geometry["from"]["geometry"]["crop"]["margin"] == -0.1
+    # DFDC crops are tighter than the 0.15 asked for: the views are the whole crop, and the pool says so
+    assert geometry["crop"]["margin"] == -0.1 and geometry["from"]["geometry"]["crop"]["margin"] == -0.1
     image = pool.read_image(pool.records[0])
     assert image.shape == (96, 96, 3)
     # a real view and its blend share the cut and the degradation: the background, outside the blend,
@@ -180,7 +181,8 @@ def test_operating_points_hold_every_domain_to_the_low_fpr_bound():
     hard_reals = scores[(labels == 0) & (domains == "hard")]
     assert (hard_reals >= per_domain["low-fpr"]).mean() <= 0.01
     assert (hard_reals >= pooled["low-fpr"]).mean() > 0.01  # pooling lets the small domain's FPR through
-    assert per_domain["high-recall"] <= per_domain["balanced"] <= per_domain["low-fpr"]
+    assert per_domain["high-recall"] <= per_domain["balanced"] <= per_domain["guarded"] <= per_domain["low-fpr"]
+    assert (hard_reals >= per_domain["guarded"]).mean() <= 0.05
 
 
 @pytest.mark.slow

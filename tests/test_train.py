@@ -64,7 +64,7 @@ def test_export_bundle_loads_and_matches_torch(runs, recipe, tmp_path):
     manifest = load_manifest(bundle)
     assert manifest.preprocess.input_size == 64
     assert manifest.calibration["method"] == "temperature"
-    assert set(manifest.operating_points) == {"balanced", "low-fpr", "high-recall"}
+    assert set(manifest.operating_points) == {"balanced", "guarded", "low-fpr", "high-recall"}
     assert manifest.scan.operating_point == "balanced"
     assert manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-3
 

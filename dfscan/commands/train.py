@@ -188,6 +188,7 @@ def export_command(
     name: str = typer.Option("dfscan-custom", "--name", help="Manifest name."),
     version: Optional[str] = typer.Option(None, "--version", help="Manifest version. Default: today's date."),
     license_text: Optional[str] = typer.Option(None, "--license", help="Licence statement for the manifest."),
+    default_point: str = typer.Option("balanced", "--default-point", help="Operating point the bundle scans with by default: balanced (EER) | guarded (FPR <= 5% in every val domain) | low-fpr (1%) | high-recall."),
 ) -> None:
     """Export a checkpoint as a model bundle: ONNX embedder + classifier, calibration, thresholds."""
     _need_torch()
@@ -195,13 +196,14 @@ def export_command(
     if not checkpoint.is_file():
         raise _fail(f"no checkpoint at {checkpoint}")
     try:
-        bundle = export_bundle(checkpoint, out_dir, name=name, version=version, license_text=license_text)
+        bundle = export_bundle(checkpoint, out_dir, name=name, version=version, license_text=license_text,
+                               default_point=default_point)
     except (ValueError, RuntimeError) as exc:
         raise _fail(str(exc), EXIT_SETUP) from None
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     m = manifest["metrics"]
     out.print(f"wrote {bundle}: val AUC {m['val_auc']:.4f}, EER {m['val_eer']:.4f}, threshold "
-              f"{manifest['scan']['threshold']:.4f} (balanced)", highlight=False)
+              f"{manifest['scan']['threshold']:.4f} ({manifest['scan']['operating_point']})", highlight=False)
 
 
 def _s(path: Optional[Path]) -> Optional[str]:

@@ -242,7 +242,9 @@ def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings
     domain = domain or faces.name
     records = _pick(faces, splits, limit, fakes, seed)
     landmarker = Landmarker()
-    out_geometry = {"crop": {"size": view.size, "margin": view.margin, "margin_jitter": view.margin_jitter},
+    # where the stored crops are tighter than asked, the views are the whole stored crop: say so
+    margin = min(view.margin, stored_margin)
+    out_geometry = {"crop": {"size": view.size, "margin": margin, "margin_jitter": view.margin_jitter},
                     "detector": geometry.get("detector", {}), "made_by": "dfscan sbi",
                     "from": {"face_set": str(face_set_dir), "geometry": geometry}, "copies": copies,
                     "view": view.__dict__, "seed": seed}
