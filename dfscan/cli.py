@@ -28,7 +28,7 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 FRAMES_HELP = "Frames to sample uniformly: a number, or 'all'. Default: the model bundle's (32)."
-THRESHOLD_HELP = "Decision threshold: a value in [0,1] or an operating point of the bundle (balanced, low-fpr, high-recall)."
+THRESHOLD_HELP = "Decision threshold: a value in [0,1] or an operating point of the bundle (guarded, balanced, low-fpr, high-recall)."
 
 
 def _fail(message: str, code: int) -> typer.Exit:
