@@ -1,0 +1,161 @@
+"""`scan --engine ray`: the same scans as `dfscan.scan.iter_scan`, on a pool of Ray actors.
+
+The driver lists the paths; each actor loads the model bundle once and scans one video at a time; results
+come back in completion order and go to the same writers as the local engine. Without an address an
+embedded local Ray is started (and stopped at the end); `auto` or `ray://host:port` joins a cluster, whose
+workers need dfscan installed and the videos and bundle at the same paths.
+
+Plain Ray actors rather than Ray Data: a video whose scan kills its process must become one ERROR row
+while the batch goes on, and Ray Data fails the whole dataset once its retries are spent. Each actor
+holds one video at a time so that a crash is attributed to the video that caused it. A killed actor is
+restarted by Ray and its video retried (`retries`); a video that still kills it becomes an ERROR row with
+error_code `worker_crash`. Every input gives exactly one row.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from dfscan import verdict
+from dfscan.errors import RuntimeMissingError
+from dfscan.results import VideoResult
+from dfscan.scan import DetectorSettings, Scanner, ScanSettings
+
+RAY_MISSING = "--engine ray needs Ray: pip install 'dfscan[cpu,ray]'"
+ScannerFactory = Callable[[], Any]  # () -> an object with .scan(path, settings) -> VideoResult
+
+
+def import_ray() -> Any:
+    try:
+        import ray  # noqa: PLC0415 - Ray is an optional extra and slow to import
+    except ImportError:
+        raise RuntimeMissingError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How many actors, and what each asks Ray for."""
+    actors: int
+    threads: int              # onnxruntime intra-op threads per actor (= CPUs it reserves)
+    gpus_per_actor: float
+
+
+def plan_actors(cluster_cpus: float, node_cpus: float, actors: int | None, gpus_per_actor: float) -> RayPlan:
+    """Default: one actor per CPU. Each actor reserves as many CPUs as it runs threads, at most a node's."""
+    count = actors or max(1, int(cluster_cpus))
+    threads = max(1, min(int(node_cpus), int(cluster_cpus) // count))
+    return RayPlan(count, threads, gpus_per_actor)
+
+
+class _ScanActor:
+    """One scanner per actor process, built once (the bundle and detector load take seconds)."""
+
+    def __init__(self, factory: ScannerFactory):
+        self.scanner = factory()
+
+    def scan(self, path: str, settings: ScanSettings) -> VideoResult:
+        return self.scanner.scan(path, settings)
+
+
+@dataclass(frozen=True)
+class _BuildScanner:
+    """A picklable scanner factory: the bundle is loaded where the actor runs, not on the driver."""
+    model: str | None
+    device: str
+    threads: int
+    detector: DetectorSettings
+
+    def __call__(self) -> Scanner:
+        return Scanner(self.model, device=self.device, threads=self.threads, detector=self.detector)
+
+
+def crash_result(path: str, reason: str) -> VideoResult:
+    return VideoResult(path=path, label=verdict.ERROR, error_code="worker_crash",
+                       reason=f"worker failed: {reason}".splitlines()[0])
+
+
+def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
+    """Join or start Ray; True when this call started it (and so should stop it)."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=local_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def _cpus(ray: Any) -> tuple[float, float]:
+    """(CPUs in the cluster, CPUs of its largest node)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_node = [n.get("Resources", {}).get("CPU", 0.0) for n in nodes] or [1.0]
+    return ray.cluster_resources().get("CPU", 1.0), max(per_node)
+
+
+def iter_scan_ray(paths: Iterable[str | Path], model: str | Path | None = None, device: str = "auto",
+                  settings: ScanSettings | None = None, actors: int | None = None, address: str | None = None,
+                  gpus_per_actor: float = 0.0, retries: int = 1, local_cpus: int | None = None,
+                  scanner_factory: ScannerFactory | None = None) -> Iterator[VideoResult]:
+    """Scan `paths` on Ray actors, yielding each result as soon as it is finished (completion order).
+
+    `retries`: how often Ray reruns a video whose actor died (the actor is restarted first).
+    `scanner_factory` replaces the default Scanner (tests use it to make an actor crash)."""
+    ray = import_ray()
+    settings = settings or ScanSettings()
+    model_arg = None if model is None else str(model)
+    if scanner_factory is None:  # fail fast on a bad bundle, before any actor starts
+        from dfscan.model.manifest import load_manifest  # noqa: PLC0415
+        from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
+
+        load_manifest(model_arg or default_bundle_path())
+    started_here = _connect(ray, address, local_cpus)
+    try:
+        cluster_cpus, node_cpus = _cpus(ray)
+        plan = plan_actors(cluster_cpus, node_cpus, actors, gpus_per_actor)
+        actor_device = "cuda" if gpus_per_actor > 0 else device
+        factory = scanner_factory or _BuildScanner(model_arg, actor_device, plan.threads, settings.detector)
+        actor_cls = ray.remote(_ScanActor).options(num_cpus=plan.threads, num_gpus=plan.gpus_per_actor,
+                                                   max_restarts=-1, max_task_retries=retries)
+        pool = [actor_cls.remote(factory) for _ in range(plan.actors)]
+        try:
+            yield from _drive(ray, pool, paths, settings)
+        finally:
+            for actor in pool:
+                ray.kill(actor)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _drive(ray: Any, pool: list[Any], paths: Iterable[str | Path], settings: ScanSettings
+           ) -> Iterator[VideoResult]:
+    """One video in flight per actor; results in completion order; an actor death is that video's row."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError  # noqa: PLC0415
+
+    died = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
+    free = deque(pool)
+    pending: dict[Any, tuple[str, Any]] = {}
+    todo = iter(paths)
+    while True:
+        while free:
+            path = next(todo, None)
+            if path is None:
+                break
+            actor = free.popleft()
+            pending[actor.scan.remote(str(path), settings)] = (str(path), actor)
+        if not pending:
+            return
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            path, actor = pending.pop(ref)
+            free.append(actor)
+            try:
+                yield ray.get(ref)
+            except died as exc:
+                yield crash_result(path, f"{type(exc).__name__} (the actor died; retried)")
+            except ray.exceptions.RayError as exc:
+                yield crash_result(path, f"{type(exc).__name__}: {exc}")
