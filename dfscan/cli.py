@@ -122,7 +122,7 @@ def check(
 
 @app.command()
 def scan(
-    root: Path = typer.Argument(..., help="Directory (scanned recursively) or a single video."),
+    root: Path = typer.Argument(..., help="Directory (scanned recursively), a single video, or a text file listing one video path a line."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per video, flushed as each finishes."),
     jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON result per line, flushed as each finishes."),
     include: List[str] = typer.Option([], "--include", help="Glob of file names to scan (repeatable). Default: common video extensions."),
@@ -130,6 +130,10 @@ def scan(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
     resume: bool = typer.Option(False, "--resume", help="Skip videos already in --csv/--jsonl and append to them."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool on this machine) | ray (Ray actors: pip install 'dfscan[cpu,ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: 'auto' or ray://host:port joins a cluster. Default: start a local Ray."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="--engine ray: scanner actors. Default: one per CPU."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="--engine ray: GPU share each actor reserves (> 0 runs it on CUDA)."),
     model: Optional[Path] = ModelOpt,
     device: str = DeviceOpt,
     frames: Optional[str] = FramesOpt,
@@ -144,7 +148,7 @@ def scan(
 ) -> None:
     """Scan a directory of videos. Exit 0: nothing fake, 1: something FAKE, 3: some files failed
     (and none was FAKE), 4: setup problem."""
-    from dfscan.inputs import VIDEO_PATTERNS, find_videos  # noqa: PLC0415
+    from dfscan.inputs import VIDEO_PATTERNS, list_inputs  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
     from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
     from dfscan.results import VideoResult  # noqa: PLC0415
@@ -154,6 +158,10 @@ def scan(
         raise _fail(f"{root} does not exist", EXIT_USAGE)
     if workers < 1:
         raise _fail("--workers must be at least 1", EXIT_USAGE)
+    if engine not in ("local", "ray"):
+        raise _fail(f"--engine must be local or ray, not {engine!r}", EXIT_USAGE)
+    if (actors is not None and actors < 1) or gpus_per_actor < 0:
+        raise _fail("--actors must be at least 1 and --gpus-per-actor not negative", EXIT_USAGE)
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
@@ -166,7 +174,7 @@ def scan(
     writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
                            JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
     done: set[str] = set.intersection(*(w.done_paths() for w in writers)) if resume and writers else set()
-    found = list(find_videos(root, include or VIDEO_PATTERNS, exclude, recursive))
+    found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
     todo = [f for f in found if f.path not in done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
                 for f in todo if f.problem]
@@ -195,7 +203,14 @@ def scan(
             for result in problems:
                 record(result)
                 progress.advance(task)
-            for result in _run(lambda: iter_scan(paths, model=model, device=device, settings=settings, workers=workers)):
+            if engine == "ray":
+                from dfscan.ray_engine import iter_scan_ray  # noqa: PLC0415
+
+                results = iter_scan_ray(paths, model=model, device=device, settings=settings, actors=actors,
+                                        address=address, gpus_per_actor=gpus_per_actor)
+            else:
+                results = iter_scan(paths, model=model, device=device, settings=settings, workers=workers)
+            for result in results:
                 record(result)
                 rate = counts.total() / max(time.perf_counter() - started, 1e-6)
                 progress.update(task, advance=1, rate=f"{rate:.2f} videos/s")

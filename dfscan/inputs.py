@@ -71,3 +71,46 @@ def find_videos(root: str | Path, include: Sequence[str] = VIDEO_PATTERNS, exclu
                     yield Found(str(path))
 
     yield from walk(root)
+
+
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+def is_path_list(path: str | Path) -> bool:
+    """A file named *.txt/*.lst/*.list, or any other non-video file whose start is text (no NUL bytes)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in LIST_SUFFIXES:
+        return True
+    if _matches(path.name, VIDEO_PATTERNS):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(head.strip()) and b"\0" not in head
+
+
+def read_path_list(path: str | Path) -> Iterator[Found]:
+    """One path a line; blank lines and lines starting with # are skipped; relative paths are taken
+    relative to the list file's directory."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                listed = Path(entry).expanduser()
+                yield Found(str(listed if listed.is_absolute() else path.parent / listed))
+
+
+def list_inputs(src: str | Path, include: Sequence[str] = VIDEO_PATTERNS, exclude: Sequence[str] = (),
+                recursive: bool = True) -> Iterator[Found]:
+    """What `dfscan scan SRC` scans: the videos under a directory, a single video, or the paths a text
+    file lists (one a line)."""
+    if is_path_list(src):
+        yield from read_path_list(src)
+    else:
+        yield from find_videos(src, include, exclude, recursive)

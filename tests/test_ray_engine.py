@@ -1,0 +1,128 @@
+"""`scan --engine ray` against the local engine, an actor killed mid-scan, no Ray installed, and the
+text-file form of SRC. Ray starts once for the whole module (it costs seconds)."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfscan.cli import app
+from dfscan.inputs import list_inputs
+from dfscan.scan import Scanner, ScanSettings
+
+runner = CliRunner()
+ROW_KEYS = ("label", "score", "n_faces", "n_tracks", "error_code")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def csv_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len({r["path"] for r in rows}), "a video was written twice"
+    return {r["path"]: {k: r[k] for k in ROW_KEYS} for r in rows}
+
+
+def scan_cli(*args) -> int:
+    result = runner.invoke(app, ["scan", *[str(a) for a in args], "--quiet"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code
+
+
+def test_ray_rows_equal_local_rows_and_resume(ray_session, real_clips, tmp_path):
+    clips = sorted(real_clips.glob("*.mp4"))
+    listing = tmp_path / "videos.txt"
+    listing.write_text("# the shared clips\n" + "\n".join(str(c) for c in clips) + "\n")
+    local_csv, ray_csv = tmp_path / "local.csv", tmp_path / "ray.csv"
+    scan_cli(real_clips, "--csv", local_csv, "--frames", "8", "--workers", "2")
+    local = csv_rows(local_csv)
+    # the Ray scan resumes after a first run that managed one video: the rest come from two actors
+    scan_cli(clips[0], "--csv", ray_csv, "--frames", "8")
+    scan_cli(listing, "--csv", ray_csv, "--frames", "8", "--resume", "--engine", "ray", "--actors", "2")
+    ray_rows = csv_rows(ray_csv)
+    assert set(ray_rows) == {str(c) for c in clips} == set(local)
+    assert ray_rows == local
+    assert {r["label"] for r in local.values()} <= {"REAL", "FAKE"}
+    assert int(local[str(real_clips / "street_crowd.mp4")]["n_faces"]) > 8  # a crowd: many faces
+
+
+@dataclass
+class CrashingScanner:
+    """Kills its own process (SIGKILL, as the OOM killer would) on paths named crash_always*, and on
+    paths named crash_once* the first time only (a marker file remembers)."""
+    model: str
+    marker_dir: str
+
+    def __call__(self) -> "CrashingScanner":
+        self.scanner = Scanner(self.model, threads=1)
+        return self
+
+    def scan(self, path: str, settings: ScanSettings):
+        name = Path(path).name
+        marker = Path(self.marker_dir) / f"{name}.seen"
+        if name.startswith("crash_always") or (name.startswith("crash_once") and not marker.exists()):
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.scanner.scan(path, settings)
+
+
+def test_killed_actor_is_retried_then_one_error_row(ray_session, tmp_path, face_video, blank_video, bundles):
+    from dfscan.ray_engine import iter_scan_ray
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = ["a.mp4", "crash_once.mp4", "crash_always.mp4", "b.mp4", "blank.mp4"]
+    for name in names:
+        os.symlink(blank_video if name == "blank.mp4" else face_video, videos / name)
+    paths = [str(videos / n) for n in names]
+    factory = CrashingScanner(str(bundles["all_fake"]), str(tmp_path))
+    results = list(iter_scan_ray(paths, settings=ScanSettings(), actors=2, scanner_factory=factory))
+    assert sorted(r.path for r in results) == sorted(paths)  # every input exactly once
+    by_name = {Path(r.path).name: r for r in results}
+    crashed = by_name.pop("crash_always.mp4")
+    assert crashed.label == "ERROR" and crashed.error_code == "worker_crash" and "\n" not in crashed.reason
+    assert by_name["crash_once.mp4"].label == "FAKE"  # Ray restarted the actor and ran it again
+    assert (tmp_path / "crash_once.mp4.seen").exists()
+    assert {n: r.label for n, r in by_name.items()} == {"a.mp4": "FAKE", "crash_once.mp4": "FAKE",
+                                                          "b.mp4": "FAKE", "blank.mp4": "NO_FACE"}
+
+
+def test_without_ray_one_line_and_exit_4(face_video, bundles):
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from dfscan.cli import app\n"
+        f"app(['scan', {str(face_video)!r}, '--model', {str(bundles['neutral'])!r}, '--engine', 'ray'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "error" in line]
+    assert len(lines) == 1 and "dfscan[cpu,ray]" in lines[0]
+
+
+def test_path_list_relative_comments_and_missing(tmp_path, face_video, bundles):
+    (tmp_path / "sub").mkdir()
+    os.symlink(face_video, tmp_path / "sub" / "one.mp4")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# header\n\nsub/one.mp4\n{face_video}\n  gone.mp4  \n")
+    assert [f.path for f in list_inputs(listing)] == [str(tmp_path / "sub" / "one.mp4"), str(face_video),
+                                                       str(tmp_path / "gone.mp4")]
+    assert [f.path for f in list_inputs(face_video)] == [str(face_video)]  # a video is not a list
+    out = tmp_path / "rows.csv"
+    assert scan_cli(listing, "--csv", out, "--model", bundles["all_fake"]) == 1  # FAKE rows, one ERROR
+    rows = csv_rows(out)
+    assert [rows[p]["label"] for p in (str(tmp_path / "sub" / "one.mp4"), str(face_video))] == ["FAKE", "FAKE"]
+    assert rows[str(tmp_path / "gone.mp4")]["label"] == "ERROR"
