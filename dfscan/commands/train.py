@@ -106,6 +106,9 @@ def _train(recipe: str, dataset: str, data_root: Optional[Path], compression: st
         best = run_recipe(cfg, out_dir, resume=resume, console=lambda s: out.print(s, highlight=False))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc), EXIT_SETUP) from None
+    from dfscan.train.loop import is_main_process  # noqa: PLC0415
+    if not is_main_process():  # torchrun: one report, from rank 0
+        return
     out.print(f"checkpoint: {best}\nexport it with: dfscan export {best} --out BUNDLE_DIR", highlight=False)
 
 

@@ -5,6 +5,13 @@ A recipe hands over a `TrainTask`: the trainable module, its loss, a batch sourc
 does the rest: AdamW, cosine/step LR, balanced batches, progress with images/s, checkpoints every
 epoch (and every N steps) that resume exactly, best-by-val-AUC checkpoint, early stopping on val loss,
 and a JSONL log of every epoch in the run directory.
+
+Under torchrun (`torchrun --nproc-per-node N -m dfscan train ...`, WORLD_SIZE > 1 in the environment) the
+first `train` of each process is distributed: DistributedDataParallel (gloo on CPU, nccl on CUDA, one GPU
+per local rank), each rank takes every N-th of the task's balanced batches (so every rank's batches stay
+half real, half fake and the global batch is N x --batch-size), rank 0 alone validates, logs and writes
+checkpoints, and all ranks resume from the same last.pt. Later `train` calls in the process (a recipe's
+second step on rank 0) run alone.
 """
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -70,7 +78,104 @@ def resolve_device(device: str) -> torch.device:
 
 def set_threads() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: ranks on this machine
+    torch.set_num_threads(max(1, cores // max(1, local_processes)))
+
+
+# ---------------------------------------------------------------- distributed (torchrun)
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+_distributed_done = False  # the first train() of a torchrun process is the distributed one
+
+
+def distributed_from_env() -> Distributed:
+    return Distributed(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                       int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """False on torchrun ranks > 0: they train, but rank 0 alone writes checkpoints, logs and exports."""
+    return distributed_from_env().main
+
+
+def _start_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group when there is one to join; the device is this rank's."""
+    import torch.distributed as tdist  # noqa: PLC0415
+
+    ddp = distributed_from_env()
+    if not ddp.active or _distributed_done or not tdist.is_available():
+        return Distributed(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ddp, device
+
+
+def _finish_distributed(ddp: Distributed) -> None:
+    global _distributed_done  # noqa: PLW0603 - see _start_distributed
+    if not ddp.active:
+        return
+    import torch.distributed as tdist  # noqa: PLC0415
+
+    tdist.barrier()  # rank 0 has written best.pt and last.pt before anyone reads them
+    tdist.destroy_process_group()
+    _distributed_done = True
+
+
+def _ddp_model(model: nn.Module, ddp: Distributed, device: torch.device) -> nn.Module:
+    if not ddp.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+    # unused parameters: recipes freeze stages and some heads sit idle in some recipes
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], ddp: Distributed) -> None:
+    """Gradients of parameters outside the DDP model (loss centres) averaged over ranks."""
+    if not ddp.active:
+        return
+    import torch.distributed as tdist  # noqa: PLC0415
+
+    for p in params:
+        if p.grad is not None:
+            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+            p.grad /= ddp.world
+
+
+def _rank_batches(batches: Iterator[Batch], ddp: Distributed) -> Iterator[Batch]:
+    """Every world-th batch of the task's sequence, starting at this rank."""
+    return batches if not ddp.active else islice(batches, ddp.rank, None, ddp.world)
+
+
+def _shared_validation(result: tuple[float, float] | None, ddp: Distributed) -> tuple[float, float]:
+    """Rank 0's (val loss, val AUC) on every rank, so that all stop early together."""
+    if not ddp.active:
+        assert result is not None
+        return result
+    import torch.distributed as tdist  # noqa: PLC0415
+
+    box = [result]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def seed_everything(seed: int) -> None:
@@ -148,23 +253,39 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
     set_threads()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    ddp, device = _start_distributed(device)
+    if not ddp.main:
+        console, cfg = (lambda s: None), replace(cfg, progress=False)
     task.model.to(device)
     for m in task.extra_modules.values():
         m.to(device)
+    forward = _ddp_model(task.model, ddp, device)
     params = task.parameters or [p for p in task.model.parameters() if p.requires_grad]
-    params += [p for m in task.extra_modules.values() for p in m.parameters() if p.requires_grad]
+    extra_params = [p for m in task.extra_modules.values() for p in m.parameters() if p.requires_grad]
+    params += extra_params
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = task.steps_per_epoch if not cfg.max_steps_per_epoch else min(task.steps_per_epoch,
                                                                           cfg.max_steps_per_epoch)
+    if ddp.active:
+        if steps < ddp.world:
+            raise ValueError(f"{steps} batches per epoch cannot feed {ddp.world} processes: "
+                             "lower --batch-size or use more faces")
+        steps //= ddp.world  # per rank; each rank's batches are its share of the task's sequence
     sched = make_scheduler(opt, cfg, steps * cfg.epochs, steps)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_auc": -1.0, "best_loss": math.inf,
-             "bad_epochs": 0, "best": None}
+             "bad_epochs": 0, "best": None, "world_size": ddp.world}
     log = RunLog(run_dir)
     if resume and (run_dir / LAST).is_file():
         state = _load_last(run_dir / LAST, task, opt, sched, device)
+        # a step is one batch per rank: a run resumed with another process count restarts at the same batch
+        saved_world = state.get("world_size", 1)
+        state["step_in_epoch"] = state["step_in_epoch"] * saved_world // ddp.world
+        state["world_size"] = ddp.world
         console(f"resumed from {run_dir / LAST}: epoch {state['epoch']}, step {state['step_in_epoch']}")
 
     def save(path: Path, extra: dict[str, Any] | None = None) -> None:
+        if not ddp.main:
+            return
         ckpt = {"format": CKPT_FORMAT, **meta, "model": task.model.state_dict(),
                 "extra": {k: m.state_dict() for k, m in task.extra_modules.items()},
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loop": dict(state),
@@ -181,13 +302,14 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         task.model.train()
         t0, seen, running = time.time(), 0, []
         start = state["step_in_epoch"]
-        batches = task.train_batches(epoch, start)
+        batches = _rank_batches(task.train_batches(epoch, start * ddp.world), ddp)
         bar = _bar(range(start, steps), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         for step, batch in zip(bar, batches):
             x, y = _to(batch, device)
-            loss, parts = task.loss(task.model(x), y)
+            loss, parts = task.loss(forward(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            _average_gradients(extra_params, ddp)
             opt.step()
             sched.step()
             seen += len(y)
@@ -198,7 +320,10 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
             if cfg.ckpt_every_steps and state["global_step"] % cfg.ckpt_every_steps == 0:
                 save(run_dir / LAST)
         train_time = time.time() - t0
-        val_loss, val_auc, scores, labels = evaluate(task, device)
+        scores = labels = None
+        if ddp.main:
+            val_loss, val_auc, scores, labels = evaluate(task, device)
+        val_loss, val_auc = _shared_validation((val_loss, val_auc) if ddp.main else None, ddp)
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         improved_loss = val_loss < state["best_loss"] - 1e-4
         state["best_loss"] = min(state["best_loss"], val_loss)
@@ -206,7 +331,8 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(running)) if running else None,
                "val_loss": val_loss, "val_auc": val_auc, "lr": sched.get_last_lr()[0],
                "images_per_s": seen / max(train_time, 1e-9), "train_s": train_time, "time": time.time()}
-        log.write(row)
+        if ddp.main:
+            log.write(row)
         console(f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
                 f"val_auc {val_auc:.4f} ({row['images_per_s']:.0f} img/s)")
         if not math.isnan(val_auc) and val_auc > state["best_auc"]:
@@ -219,6 +345,7 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         console(f"early stop: val loss did not improve for {cfg.patience} epochs")
     if state["best"] is None:  # e.g. a single-class val set: keep the last weights as "best"
         save(run_dir / BEST)
+    _finish_distributed(ddp)
     return state["best"] or {}
 
 

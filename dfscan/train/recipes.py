@@ -338,6 +338,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
                            progress=cfg.progress)
     meta = {**_meta(cfg, net), "geometry": geometry}
     best = loop.train(task, lcfg, run_dir, meta, resume=resume, console=console)
+    if not loop.is_main_process():  # torchrun: rank 0 alone finishes and writes the checkpoint
+        return run_dir / loop.BEST
     best_path = run_dir / loop.BEST
     ckpt = loop.load_checkpoint(best_path)
     net.load_state_dict(ckpt["model"])
