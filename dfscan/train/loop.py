@@ -66,6 +66,9 @@ class TrainTask:
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)  # e.g. loss centers
     on_epoch_start: Callable[[int], None] | None = None
     parameters: list[torch.nn.Parameter] | None = None
+    # torchrun: True when train_batches already yields only this rank's share (`rank_share`), so that
+    # no rank loads the images of another's batches; otherwise the loop drops the other ranks' batches.
+    shards_batches: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,6 +104,13 @@ class Distributed:
 
 
 _distributed_done = False  # the first train() of a torchrun process is the distributed one
+_current = Distributed()    # the job the running train() is part of
+
+
+def rank_share(batches: list[Any]) -> list[Any]:
+    """This rank's share of a list of batches that starts at a multiple of the world size: every
+    world-th, starting at the rank (all of them outside a distributed train())."""
+    return batches[_current.rank::_current.world] if _current.active else batches
 
 
 def distributed_from_env() -> Distributed:
@@ -118,6 +128,7 @@ def _start_distributed(device: torch.device) -> tuple[Distributed, torch.device]
     import torch.distributed as tdist  # noqa: PLC0415
 
     ddp = distributed_from_env()
+    global _current  # noqa: PLW0603
     if not ddp.active or _distributed_done or not tdist.is_available():
         return Distributed(), device
     if device.type == "cuda":
@@ -125,6 +136,7 @@ def _start_distributed(device: torch.device) -> tuple[Distributed, torch.device]
         torch.cuda.set_device(device)
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    _current = ddp
     return ddp, device
 
 
@@ -134,9 +146,10 @@ def _finish_distributed(ddp: Distributed) -> None:
         return
     import torch.distributed as tdist  # noqa: PLC0415
 
+    global _current  # noqa: PLW0603
     tdist.barrier()  # rank 0 has written best.pt and last.pt before anyone reads them
     tdist.destroy_process_group()
-    _distributed_done = True
+    _distributed_done, _current = True, Distributed()
 
 
 def _ddp_model(model: nn.Module, ddp: Distributed, device: torch.device) -> nn.Module:
@@ -302,7 +315,9 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         task.model.train()
         t0, seen, running = time.time(), 0, []
         start = state["step_in_epoch"]
-        batches = _rank_batches(task.train_batches(epoch, start * ddp.world), ddp)
+        batches = task.train_batches(epoch, start * ddp.world)
+        if not task.shards_batches:
+            batches = _rank_batches(batches, ddp)
         bar = _bar(range(start, steps), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         for step, batch in zip(bar, batches):
             x, y = _to(batch, device)

@@ -130,6 +130,7 @@ class Split:
     ordered: Callable[[], Iterator[loop.Batch]]   # every item once, in order, no augmentation
     steps: int = 0
     domains: list[str] | None = None              # per item, in `ordered` order
+    shards_batches: bool = False                  # train batches are this torchrun rank's share only
 
 
 def _cache_path(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, limit: int | None) -> Path:
@@ -191,7 +192,7 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
     sampler = BalancedBatchSampler(train_ds.labels, bs, cfg.seed, _domains(face_set, train_rec))
 
     def train_batches(epoch: int, start: int) -> Iterator[loop.Batch]:
-        batches = list(sampler.epoch_batches(epoch, start))
+        batches = loop.rank_share(list(sampler.epoch_batches(epoch, start)))  # torchrun: this rank's images only
         yield from _loader(train_ds, batches, cfg.num_workers, seed=cfg.seed * 1000 + epoch)
 
     def ordered(ds: FaceDataset) -> Callable[[], Iterator[loop.Batch]]:
@@ -201,7 +202,7 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
         return batches
 
     return (Split(np.asarray(train_ds.labels), train_batches, ordered(plain_train), len(sampler),
-                  _domains(face_set, train_rec)),
+                  _domains(face_set, train_rec), shards_batches=True),
             Split(np.asarray(val_ds.labels), ordered(val_ds), ordered(val_ds), domains=_domains(face_set, val_rec)))
 
 
@@ -331,7 +332,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
 
     task = loop.TrainTask(model=net, loss=task_loss, train_batches=train_split.batches,
                           steps_per_epoch=train_split.steps, val_batches=val_split.batches, score=score,
-                          extra_modules=extra, on_epoch_start=on_epoch_start)
+                          extra_modules=extra, on_epoch_start=on_epoch_start,
+                          shards_batches=train_split.shards_batches)
     lcfg = loop.LoopConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                            patience=cfg.patience, seed=cfg.seed, device=cfg.device,
                            ckpt_every_steps=cfg.ckpt_every_steps, max_steps_per_epoch=cfg.max_steps_per_epoch,
