@@ -108,7 +108,13 @@ def main() -> None:
             import ray  # noqa: PLC0415
 
             started = time.perf_counter()
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            for attempt in range(3):  # a heavily loaded machine can miss Ray's fixed 30 s node start-up wait
+                try:
+                    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+                    print(f"ray.init attempt {attempt + 1} failed: {exc}", flush=True)
+                    ray.shutdown()
             meta["ray_init_s"] = round(time.perf_counter() - started, 2)
         try:
             for parallel in [p for p in range(1, args.max_parallel + 1) for _ in range(args.repeat)]:
