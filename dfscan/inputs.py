@@ -12,6 +12,12 @@ VIDEO_PATTERNS = ("*.mp4", "*.m4v", "*.mov", "*.avi", "*.mkv", "*.webm", "*.mpg"
                   "*.flv", "*.3gp", "*.ts", "*.mts", "*.m2ts", "*.ogv")
 
 
+def path_key(path: str | Path) -> str:
+    """What identifies a file across runs however it was spelled (relative, absolute, through links):
+    resume and the report index compare these."""
+    return os.path.realpath(os.path.abspath(os.fsdecode(path)))
+
+
 @dataclass(frozen=True)
 class Found:
     path: str

@@ -53,11 +53,16 @@ def is_earlier_output(path: Path, kind: str) -> bool:
         return any(marker.encode() in head for marker in HTML_MARKERS)
     if kind in ("jsonl", "json"):
         try:
-            data = json.loads(first if kind == "jsonl" else path.read_bytes())
+            data = json.loads(_first_line(path) if kind == "jsonl" else path.read_bytes())
         except (ValueError, OSError):
             return False
         return isinstance(data, dict) and {"path", "label", "dfscan_version"} <= data.keys()
     return False
+
+
+def _first_line(path: Path, limit: int = 1 << 24) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.readline(limit)
 
 
 def _report_files(out_dir: Path) -> list[tuple[Path, str]]:
