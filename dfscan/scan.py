@@ -289,10 +289,17 @@ def _worker_main(conn: connection.Connection, model: str | None, device: str, th
         conn.send(("result", scanner.scan(path, settings)))
 
 
+WORKER_NAME = "dfscan-scan-worker"
+
+
 class _Worker:
+    started = 0
+
     def __init__(self, ctx: Any, init_args: tuple[Any, ...]):
+        _Worker.started += 1
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, *init_args), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, *init_args), daemon=True,
+                                   name=f"{WORKER_NAME}-{_Worker.started}")
         self.process.start()
         child.close()
         self.path: str | None = None
@@ -340,7 +347,7 @@ class _WorkerPool:
 
     def run(self, paths: Iterator[str], settings: ScanSettings) -> Iterator[tuple[str, VideoResult | str]]:
         """(path, result) as each finishes, or (path, reason) when its worker died."""
-        for worker in self.idle:
+        for worker in list(self.idle):
             self._assign(worker, paths, settings)
         while self.busy:
             ready = connection.wait([w.conn for w in self.busy] + [w.process.sentinel for w in self.busy])
@@ -368,8 +375,14 @@ class _WorkerPool:
         if path is None:
             self.idle.append(worker)
             return
+        if not worker.process.is_alive():  # died while idle: it cost no file
+            worker.stop()
+            worker = _Worker(self.ctx, self.init_args)
         worker.path = path
-        worker.conn.send((path, settings))
+        try:
+            worker.conn.send((path, settings))
+        except OSError:
+            pass  # it died just now: its sentinel reports it, and this file becomes its worker_crash row
         self.busy.append(worker)
 
     def close(self) -> None:

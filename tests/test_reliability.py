@@ -1,0 +1,251 @@
+"""Issue 10 probes, replayed: nothing lost, no traceback. Bad options and bundles stop before anything is
+written; outputs never overwrite inputs or unrelated files; any file name is written losslessly; a crash
+is exit 5, a dead worker one ERROR row; resume and the report index survive any spelling of the root."""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfscan.cli import app
+from dfscan.results import csv_cell, csv_uncell, escape_text, unescape_text
+from dfscan.settings import ScanSettings
+
+runner = CliRunner()
+BAD_NAME = os.fsdecode(b"clip_\xff\xfe.mp4")  # not valid UTF-8
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def batch(tmp_path, face_video, blank_video) -> Path:
+    """A folder of 4 inputs: a face video, a blank one, one with a non-UTF-8 name, and a broken file."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a.mp4")
+    shutil.copy(blank_video, videos / "b.mp4")
+    shutil.copy(face_video, videos / BAD_NAME)
+    (videos / "=HYPERLINK(x).mp4").write_text("not a video")
+    return videos
+
+
+def _csv_paths(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [csv_uncell(row["path"]) for row in csv.DictReader(fh)]
+
+
+# --- 1. settings: one line, exit 2 or 4, nothing written ------------------------------------------------
+
+@pytest.mark.parametrize("option", [["--threshold", "bogus"], ["--threshold", "2"], ["--threshold", "-1"],
+                                    ["--threshold", "nan"], ["--threshold", "inf"], ["--aggregation", "bogus"],
+                                    ["--min-face", "0"], ["--frames", "0"], ["--fps", "nan"],
+                                    ["--min-track-faces", "0"], ["--detect-side", "0"]])
+def test_bad_option_exits_2_before_writing(batch, bundles, tmp_path, option):
+    keep = tmp_path / "keep.csv"
+    keep.write_text("path,label,score\nearlier.mp4,REAL,0.1\n")
+    before = keep.read_bytes()
+    result = invoke("scan", batch, "--csv", keep, "--jsonl", tmp_path / "new.jsonl", "--workers", "2",
+                    "--model", bundles["neutral"], *option)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert keep.read_bytes() == before and not (tmp_path / "new.jsonl").exists()
+
+
+def _bundle_with(tmp_path: Path, bundles, edit) -> Path:
+    bundle = tmp_path / "edited"
+    shutil.copytree(bundles["neutral"], bundle)
+    data = json.loads((bundle / "manifest.json").read_text())
+    edit(data)
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    return bundle
+
+
+MANIFEST_PROBES = {
+    "temperature -1": lambda m: m.update(calibration={"method": "temperature", "temperature": -1}),
+    "temperature 0": lambda m: m.update(calibration={"method": "temperature", "temperature": 0}),
+    "balanced 5": lambda m: m["operating_points"].update(balanced=5),
+    "top_k 0": lambda m: m["scan"].update(top_k=0),
+    "threshold abc": lambda m: m["scan"].update(threshold="abc"),
+    "frames 0": lambda m: m["scan"].update(frames=0),
+    "aggregation bogus": lambda m: m["scan"].update(aggregation="bogus"),
+    "isotonic unsorted": lambda m: m.update(calibration={"method": "isotonic", "x": [1, 0], "y": [0, 1]}),
+    "files not an object": lambda m: m.update(files=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(MANIFEST_PROBES))
+def test_bad_bundle_exits_4_before_writing(batch, bundles, tmp_path, probe):
+    bundle = _bundle_with(tmp_path, bundles, MANIFEST_PROBES[probe])
+    out = tmp_path / "out.csv"
+    result = invoke("scan", batch, "--csv", out, "--model", bundle)
+    assert result.exit_code == 4, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert not out.exists()
+    assert invoke("check", batch / "a.mp4", "--model", bundle).exit_code == 4
+
+
+def test_check_bad_option_and_bundle(face_video, bundles, tmp_path):
+    report = tmp_path / "r.html"
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "bogus",
+                  "--report", report).exit_code == 2
+    assert not report.exists()
+
+
+# --- 2. outputs never destroy anything ------------------------------------------------------------------
+
+def test_output_that_is_an_input_is_refused(batch, bundles, tmp_path):
+    video = batch / "a.mp4"
+    before = video.read_bytes()
+    for args in (["scan", batch, "--csv", video], ["scan", batch, "--jsonl", video, "--overwrite"],
+                 ["check", video, "--report", video], ["check", video, "--json-file", video, "--overwrite"]):
+        result = invoke(*args, "--model", bundles["neutral"])
+        assert result.exit_code == 2 and "one of the inputs" in result.output, args
+    assert video.read_bytes() == before
+
+
+def test_one_path_for_two_outputs_is_refused(batch, bundles, tmp_path):
+    same = tmp_path / "x.out"
+    result = invoke("scan", batch, "--csv", same, "--jsonl", same, "--model", bundles["neutral"])
+    assert result.exit_code == 2 and "both name" in result.output and not same.exists()
+
+
+def test_unrelated_existing_file_needs_overwrite(batch, bundles, tmp_path):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\nnotes,here\n")
+    refused = invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert notes.read_text() == "my,own\nnotes,here\n"
+    report = tmp_path / "page.html"
+    report.write_text("<html>someone else's page</html>")
+    assert invoke("check", batch / "a.mp4", "--report", report, "--model", bundles["neutral"]).exit_code == 2
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--overwrite").exit_code == 3
+    assert _csv_paths(notes)  # replaced by a dfscan CSV
+    # an earlier output of the same kind may be replaced without --overwrite
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"]).exit_code == 3
+
+
+def test_unwritable_destination_is_named_before_scanning(batch, bundles, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = invoke("scan", batch, "--csv", blocker / "out.csv", "--model", bundles["neutral"])
+    assert result.exit_code == 2 and f"cannot write {blocker / 'out.csv'}" in result.output
+    assert "REAL" not in result.output  # nothing was scanned
+
+
+def test_whole_file_outputs_are_replaced_atomically(face_video, bundles, tmp_path):
+    report, data = tmp_path / "r.html", tmp_path / "r.json"
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--report", report,
+                  "--json-file", data).exit_code in (0, 1)
+    assert json.loads(data.read_text())["path"] == str(face_video)
+    assert 'name="generator" content="dfscan"' in report.read_text()
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--report", report).exit_code in (0, 1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+# --- 3. any file name, losslessly; no spreadsheet formulas ----------------------------------------------
+
+def test_non_utf8_names_get_one_row_each_everywhere(batch, bundles, tmp_path):
+    out_csv, out_jsonl, report = tmp_path / "r.csv", tmp_path / "r.jsonl", tmp_path / "report"
+    result = invoke("scan", batch, "--csv", out_csv, "--jsonl", out_jsonl, "--report", report,
+                    "--model", bundles["neutral"])
+    assert result.exit_code == 3, result.output  # the broken file is an ERROR row
+    expected = sorted(str(p) for p in batch.iterdir())
+    assert sorted(_csv_paths(out_csv)) == expected
+    jsonl = [json.loads(line) for line in out_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert sorted(unescape_text(r["path"]) for r in jsonl) == expected
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert escape_text(str(batch / BAD_NAME)) in index and index.count("<tr>") == 5
+    for row in csv.DictReader(open(out_csv, newline="", encoding="utf-8")):
+        assert not row["path"].startswith(("=", "+", "-", "@")) and not row["reason"].startswith(("=", "@"))
+    check = invoke("check", batch / BAD_NAME, "--model", bundles["neutral"], "--report", tmp_path / "one.html")
+    assert check.exit_code in (0, 1) and "\\xff\\xfe" in (tmp_path / "one.html").read_text(encoding="utf-8")
+
+
+def test_formula_cells_are_neutralised():
+    row = {"path": "=cmd|' /C calc'!A0", "reason": "@SUM(1)", "other": "+1", "dash": "-2"}
+    cells = {k: csv_cell(v) for k, v in row.items()}
+    assert all(c.startswith("'") for c in cells.values())
+    assert {k: csv_uncell(v) for k, v in cells.items()} == row
+
+
+# --- 4. a crash is never FAKE; a dead worker is one row ---------------------------------------------------
+
+def test_unexpected_error_exits_5_with_one_line(face_video, bundles, monkeypatch):
+    import dfscan.outputs
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(dfscan.outputs, "check_outputs", boom)
+    result = invoke("check", face_video, "--model", bundles["neutral"])
+    assert result.exit_code == 5
+    assert result.output.count("error:") == 1 and "simulated bug" in result.output
+    where = result.output.split("traceback in ")[1].split(" ")[0]
+    assert "RuntimeError: simulated bug" in Path(where).read_text()
+    os.unlink(where)
+    debug = invoke("--debug", "check", face_video, "--model", bundles["neutral"])
+    assert debug.exit_code == 5 and "Traceback" in debug.output
+
+
+def test_killed_worker_is_one_error_row_and_the_batch_goes_on(tmp_path, blank_video, bundles):
+    from videos import write_video
+
+    from dfscan.scan import WORKER_NAME, iter_scan
+
+    slow = str(write_video(tmp_path / "slow.mp4", n_frames=48, size=(1280, 720), fps=12))
+    quick = [str(shutil.copy(blank_video, tmp_path / f"q{i}.mp4")) for i in range(5)]
+    paths = [slow, *quick]  # the first worker gets the slow video and is still on it when a quick one ends
+    results = []
+    for result in iter_scan(paths, model=bundles["neutral"], workers=2, settings=ScanSettings(frames=24)):
+        if not results:
+            first = min((p for p in multiprocessing.active_children() if p.name.startswith(WORKER_NAME)),
+                        key=lambda p: int(p.name.rsplit("-", 1)[1]))
+            os.kill(first.pid, signal.SIGKILL)
+        results.append(result)
+    assert sorted(r.path for r in results) == sorted(paths)  # every input exactly one row
+    crashed = [r for r in results if r.error_code == "worker_crash"]
+    assert [r.path for r in crashed] == [slow] and "SIGKILL" in crashed[0].reason and crashed[0].model
+    assert all(r.label != "ERROR" for r in results if r not in crashed)
+
+
+# --- 7. truncated input is flagged ----------------------------------------------------------------------
+
+def test_truncated_file_says_so_in_json_csv_and_report(tmp_path, bundles):
+    from videos import write_truncated
+
+    from dfscan.report.html import render_video_report
+    from dfscan.scan import scan_video
+
+    path = write_truncated(tmp_path / "cut.mp4", keep_fraction=0.5, n_frames=100)
+    result = scan_video(path, model=bundles["neutral"])
+    video = result.to_dict()["video"]
+    assert video["truncated"] is True and video["declared_duration_s"] > video["duration_s"] > 0
+    assert result.csv_row()["truncated"] == "yes" and "truncated" in result.reason
+    assert "truncated</th><td>yes" in render_video_report(result)
+
+
+# --- 8. resume keyed on the resolved path; the index lists every video ----------------------------------
+
+def test_resume_with_another_spelling_and_the_report_index(batch, bundles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, report = Path("r.csv"), Path("report")
+    first = invoke("scan", "videos", "--csv", out, "--report", report, "--model", bundles["neutral"],
+                   "--include", "a.mp4")
+    assert first.exit_code == 0, first.output
+    again = invoke("scan", tmp_path / "videos", "--csv", tmp_path / out, "--report", report, "--resume",
+                   "--model", bundles["neutral"])
+    assert again.exit_code == 3 and "1 of 4 videos already done" in again.output
+    keys = [os.path.realpath(p) for p in _csv_paths(out)]
+    assert sorted(keys) == sorted(os.path.realpath(p) for p in batch.iterdir())  # no duplicates, none missing
+    assert (report / "index.html").read_text(encoding="utf-8").count("<tr>") == 5
+    third = invoke("scan", "videos", "--csv", out, "--report", report, "--resume", "--model", bundles["neutral"])
+    assert third.exit_code == 0 and len(_csv_paths(out)) == 4
