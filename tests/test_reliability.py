@@ -249,3 +249,91 @@ def test_resume_with_another_spelling_and_the_report_index(batch, bundles, tmp_p
     assert (report / "index.html").read_text(encoding="utf-8").count("<tr>") == 5
     third = invoke("scan", "videos", "--csv", out, "--report", report, "--resume", "--model", bundles["neutral"])
     assert third.exit_code == 0 and len(_csv_paths(out)) == 4
+
+
+# --- 9. labels files confined to their folder -----------------------------------------------------------
+
+def test_labels_files_may_not_name_files_outside_their_folder(tmp_path):
+    from dfscan.faceset import FaceSet
+    from dfscan.train.extract import read_csv
+
+    (tmp_path / "set").mkdir()
+    for name in ("../../etc/passwd", "/etc/passwd", "sub/../../x.mp4"):
+        labels = tmp_path / "set" / "list.csv"
+        labels.write_text(f"path,label\n{name},fake\n")
+        with pytest.raises(ValueError, match="outside"):
+            read_csv(labels)
+        faces = tmp_path / "set" / "labels.csv"
+        faces.write_text(f"file,label,split,source,video,width,height\n{name},fake,val,s,v,1,1\n")
+        with pytest.raises(ValueError, match="outside"):
+            FaceSet.load(tmp_path / "set")
+    labels.write_text("path,label\nsub/ok.mp4,real\n")
+    assert read_csv(labels)[0].path == tmp_path / "set" / "sub" / "ok.mp4"
+
+
+def test_eval_with_labels_outside_is_one_line_exit_2(tmp_path, bundles):
+    labels = tmp_path / "list.csv"
+    labels.write_text("path,label\n../outside.mp4,fake\n")
+    result = invoke("eval", labels, "--model", bundles["neutral"])
+    assert result.exit_code == 2 and "outside" in result.output and "Traceback" not in result.output
+
+
+# --- 11. one face pipeline: the crops the model is shown are the crops extract writes --------------------
+
+def test_scanner_and_extract_cut_the_same_pixels(real_clips):
+    import numpy as np
+
+    from dfscan.scan import Scanner
+    from dfscan.train.extract import FaceExtractor
+
+    clip = real_clips / "talking_d0.mp4"
+    scanner = Scanner(device="cpu")
+    fed: list[np.ndarray] = []
+    score = scanner.scorer.score_crops
+    scanner.scorer.score_crops = lambda crops: (fed.append(crops.copy()), score(crops))[1]
+    result = scanner.scan(clip, ScanSettings(frames=8))
+    assert result.label in ("REAL", "FAKE") and fed
+    model_input = np.concatenate(fed)
+    extractor = FaceExtractor(size=scanner.scorer.input_size, margin=scanner.scorer.crop_margin, frames=8,
+                              max_faces_per_frame=scanner.detector_settings.max_faces_per_frame)
+    written = extractor.crops(clip)
+    scanned_frames = [o.frame_index for t in result.tracks for o in t.observations]
+    assert [frame for _, frame, _, _ in written] == sorted(scanned_frames)
+    assert len(written) == len(model_input) >= 6
+    for (crop, *_), shown in zip(written, model_input):
+        assert crop.dtype == shown.dtype and np.array_equal(crop, shown)
+
+
+# --- 10. metrics in numpy, equal to scikit-learn's; eval needs no scikit-learn ---------------------------
+
+def test_numpy_metrics_match_sklearn():
+    import numpy as np
+    skm = pytest.importorskip("sklearn.metrics")
+
+    from dfscan import metrics
+
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 50, 400):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        p = np.round(rng.random(n), 2)  # ties on purpose
+        fpr, tpr, thr = metrics.roc_curve(y, p)
+        sk_fpr, sk_tpr, sk_thr = skm.roc_curve(y, p)
+        assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr) and np.allclose(thr[1:], sk_thr[1:])
+        assert metrics.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+        assert metrics.average_precision(y, p) == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
+        assert metrics.log_loss(y, p) == pytest.approx(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)), abs=1e-9)
+        assert metrics.brier(y, p) == pytest.approx(skm.brier_score_loss(y, p), abs=1e-12)
+        got = metrics.threshold_metrics(y, p, 0.5)
+        assert got["f1"] == pytest.approx(skm.f1_score(y, p >= 0.5, zero_division=0))
+
+
+def test_eval_metrics_run_without_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "from dfscan.evaluate import binary_metrics\n"
+            "m = binary_metrics([0, 1, 0, 1], [0.1, 0.9, 0.4, 0.35])\n"
+            "assert m['auc'] == 0.75 and m['eer'] is not None, m\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
