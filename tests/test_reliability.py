@@ -337,3 +337,27 @@ def test_eval_metrics_run_without_sklearn():
             "m = binary_metrics([0, 1, 0, 1], [0.1, 0.9, 0.4, 0.35])\n"
             "assert m['auc'] == 0.75 and m['eer'] is not None, m\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+# --- 6. upright video: the display matrix is applied before detection -----------------------------------
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_real_clip_is_scanned_upright(real_clips, tmp_path, bundles, rotation):
+    import numpy as np
+    from videos import write_rotated_copy
+
+    from dfscan.scan import scan_video
+    from dfscan.video import sample_frames
+
+    clip = real_clips / "talking_d0.mp4"
+    upright = write_rotated_copy(clip, tmp_path / "upright.mp4", 0, crop_x=(64, 448))
+    turned = write_rotated_copy(clip, tmp_path / f"r{rotation}.mp4", rotation, crop_x=(64, 448))
+    info, frames = sample_frames(turned, n=4)
+    _, reference = sample_frames(upright, n=4)
+    assert info.rotation == rotation and (info.width, info.height) == (384, 512)
+    for got, want in zip(frames, reference):
+        assert got.image.shape == want.image.shape
+        assert np.abs(got.image.astype(int) - want.image.astype(int)).mean() < 5  # codec noise only
+    result = scan_video(turned, model=bundles["neutral"], frames=8)
+    assert result.video["rotation"] == rotation
+    assert sum(1 for f in result.frames if f["n_faces"]) == 8  # a face in every sampled frame
