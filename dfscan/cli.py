@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,15 +19,32 @@ from dfscan.console import err, exit_for, fail, set_debug
 from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, DfscanError
 
 
+def _passthrough() -> tuple[type[BaseException], ...]:
+    """Exceptions the command-line framework handles itself (usage errors, exits): typer vendors its own
+    click (typer._click) in recent versions, plain click in older ones."""
+    import importlib  # noqa: PLC0415
+
+    classes: list[type[BaseException]] = [typer.Exit, typer.Abort, KeyboardInterrupt]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        classes += [getattr(module, cls) for cls in ("ClickException", "Exit", "Abort") if hasattr(module, cls)]
+    return tuple(classes)
+
+
+PASSTHROUGH = _passthrough()
+
+
 class _GuardedGroup(TyperGroup):
     """Every command runs inside the one error printer: a DfscanError is one line and its exit code,
     anything unexpected is one line and exit 5 (dfscan.console)."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
-                KeyboardInterrupt):
+        except PASSTHROUGH:
             raise
         except Exception as exc:  # noqa: BLE001 - the one place an error becomes an exit code
             raise exit_for(exc) from None

@@ -361,3 +361,32 @@ def test_rotated_real_clip_is_scanned_upright(real_clips, tmp_path, bundles, rot
     result = scan_video(turned, model=bundles["neutral"], frames=8)
     assert result.video["rotation"] == rotation
     assert sum(1 for f in result.frames if f["n_faces"]) == 8  # a face in every sampled frame
+
+
+def test_parser_errors_stay_usage_errors(face_video):
+    for args in (["check", face_video, "-q"], ["scan", "--bogus"], ["train", "nosuchrecipe"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "internal error" not in result.output, args
+
+
+# --- 5. bounded memory: frames stream through in chunks; past the budget the row is too_large ------------
+
+def test_every_frame_streams_and_the_budget_is_an_error_row(face_video, bundles):
+    from dfscan.errors import ResourceLimitError
+    from dfscan.video import RESTART, stream_frames
+
+    with stream_frames(face_video, n=None) as stream:
+        seen = [f.index for f in stream if f is not RESTART]
+    assert seen == list(range(40))
+    with pytest.raises(ResourceLimitError, match="over the limit"):
+        with stream_frames(face_video, n=None, max_frames=10, strict=True) as stream:
+            list(stream)
+    import dfscan.scan
+
+    original = dfscan.scan.MAX_FRAMES
+    dfscan.scan.MAX_FRAMES = 10
+    try:
+        result = dfscan.scan.scan_video(face_video, model=bundles["neutral"], all_frames=True)
+    finally:
+        dfscan.scan.MAX_FRAMES = original
+    assert result.label == "ERROR" and result.error_code == "too_large"
