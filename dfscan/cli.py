@@ -12,9 +12,43 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperGroup
 
 from dfscan import __version__
+from dfscan.console import err, exit_for, fail, set_debug
 from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, DfscanError
+
+
+def _passthrough() -> tuple[type[BaseException], ...]:
+    """Exceptions the command-line framework handles itself (usage errors, exits): typer vendors its own
+    click (typer._click) in recent versions, plain click in older ones."""
+    import importlib  # noqa: PLC0415
+
+    classes: list[type[BaseException]] = [typer.Exit, typer.Abort, KeyboardInterrupt]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        classes += [getattr(module, cls) for cls in ("ClickException", "Exit", "Abort") if hasattr(module, cls)]
+    return tuple(classes)
+
+
+PASSTHROUGH = _passthrough()
+
+
+class _GuardedGroup(TyperGroup):
+    """Every command runs inside the one error printer: a DfscanError is one line and its exit code,
+    anything unexpected is one line and exit 5 (dfscan.console)."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except PASSTHROUGH:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place an error becomes an exit code
+            raise exit_for(exc) from None
+
 
 app = typer.Typer(
     name="dfscan",
@@ -22,18 +56,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_GuardedGroup,
 )
 out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 FRAMES_HELP = "Frames to sample uniformly: a number, or 'all'. Default: the model bundle's (32)."
 THRESHOLD_HELP = "Decision threshold: a value in [0,1] or an operating point of the bundle (guarded, balanced, low-fpr, high-recall)."
 
 
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Print the traceback of an internal error (exit 5).")) -> None:
+    set_debug(debug)
+
+
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -42,28 +80,29 @@ def _run(action: Callable[[], T]) -> T:
         return action()
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
-    except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
 
 
 def _settings(frames: str | None, fps: float | None, threshold: str | None, aggregation: str | None,
               min_track_faces: int, detect_side: int, thumbnails: bool = False, min_face: int = 40):
-    from dfscan.scan import DetectorSettings, ScanSettings  # noqa: PLC0415
+    from dfscan.settings import settings_from_options  # noqa: PLC0415
 
-    all_frames = frames is not None and frames.strip().lower() == "all"
-    n_frames = None
-    if frames is not None and not all_frames:
-        try:
-            n_frames = int(frames)
-        except ValueError:
-            raise _fail(f"--frames must be a positive number or 'all', not {frames!r}", EXIT_USAGE) from None
-        if n_frames < 1:
-            raise _fail("--frames must be at least 1", EXIT_USAGE)
-    if fps is not None and fps <= 0:
-        raise _fail("--fps must be positive", EXIT_USAGE)
-    return ScanSettings(frames=n_frames, fps=fps, all_frames=all_frames, threshold=threshold,
-                        aggregation=aggregation, min_track_faces=min_track_faces, keep_thumbnails=thumbnails,
-                        detector=DetectorSettings(max_side=detect_side, min_face_size=min_face))
+    return _run(lambda: settings_from_options(frames, fps, threshold, aggregation, min_track_faces, detect_side,
+                                              min_face, thumbnails=thumbnails))
+
+
+def _preflight(settings, model: Optional[Path], device: str) -> tuple:
+    """Load the bundle and the detector and resolve the settings against the bundle, before any output
+    is opened: a bad bundle is exit 4, a threshold name the bundle lacks exit 2, and nothing is written."""
+    from dfscan.scan import get_scanner  # noqa: PLC0415
+
+    scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
+    return scanner, _run(lambda: scanner.resolve(settings))
+
+
+def _check_outputs(outputs: list, inputs: list, overwrite: bool, resume: bool = False) -> None:
+    from dfscan.outputs import check_outputs  # noqa: PLC0415
+
+    _run(lambda: check_outputs(outputs, inputs, overwrite, resume))
 
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Model bundle directory. Default: the bundled weights/default.")
@@ -75,6 +114,7 @@ AggOpt = typer.Option(None, "--aggregation", help="Per-track rule: mean | median
 MinTrackOpt = typer.Option(3, "--min-track-faces", help="Faces a track needs before it can decide the verdict.")
 DetectSideOpt = typer.Option(640, "--detect-side", help="Longest side (pixels) frames are shrunk to for face detection.")
 MinFaceOpt = typer.Option(40, "--min-face", help="Smallest face (pixels, original frame) to detect and score.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing output files that dfscan did not write.")
 
 
 @app.command()
@@ -91,12 +131,16 @@ def check(
     detect_side: int = DetectSideOpt,
     min_face: int = MinFaceOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON (per-frame and per-track scores, boxes, provenance)."),
+    json_file: Optional[Path] = typer.Option(None, "--json-file", help="Write the full JSON result to this file."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report (thumbnails, timeline, provenance)."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Check one video. Exit 0: not fake (or no face), 1: FAKE, 3: could not be scanned, 4: setup problem."""
+    """Check one video. Exit 0: not fake (or no face), 1: FAKE, 3: could not be scanned, 4: setup problem,
+    5: internal error."""
     from dfscan.assets import EXAMPLE_CLIP  # noqa: PLC0415
+    from dfscan.outputs import Output, atomic_write_text  # noqa: PLC0415
     from dfscan.report.table import print_video  # noqa: PLC0415
-    from dfscan.scan import scan_video  # noqa: PLC0415
+    from dfscan.results import escape_text  # noqa: PLC0415
 
     if example:
         video = EXAMPLE_CLIP
@@ -104,19 +148,21 @@ def check(
         raise _fail("give a video path, or --example", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
                          thumbnails=report is not None, min_face=min_face)
-    result = _run(lambda: scan_video(video, model=model, device=device, settings=settings))
+    scanner, settings = _preflight(settings, model, device)
+    _check_outputs([Output("--report", "html", report), Output("--json-file", "json", json_file)], [video], overwrite)
+    result = scanner.scan(video, settings)
     if report is not None:
         from dfscan.report.html import write_video_report  # noqa: PLC0415
 
-        err.print(f"report: {escape(str(write_video_report(result, report)))}", highlight=False)
+        err.print(f"report: {escape(escape_text(str(write_video_report(result, report))))}", highlight=False)
+    if json_file is not None:
+        atomic_write_text(json_file, result.to_json() + "\n")
     if json_out:
         out.print_json(result.to_json(), highlight=False) if out.is_terminal else print(result.to_json())
     else:
         print_video(result, out)
     if result.label == "ERROR":
-        err.print(f"[bold red]error:[/] {escape(result.path)}: {escape(result.reason or '')}", highlight=False,
-                  soft_wrap=True)
-        raise typer.Exit(EXIT_INPUT_FAILED)
+        raise _fail(f"{result.path}: {result.reason or ''}", EXIT_INPUT_FAILED)
     raise typer.Exit(EXIT_FAKE if result.label == "FAKE" else EXIT_OK)
 
 
@@ -145,10 +191,12 @@ def scan(
     min_face: int = MinFaceOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-video lines, only the summary."),
     report: Optional[Path] = typer.Option(None, "--report", help="Directory for an HTML report: index.html sorted by score, a page per video."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Scan a directory of videos. Exit 0: nothing fake, 1: something FAKE, 3: some files failed
-    (and none was FAKE), 4: setup problem."""
-    from dfscan.inputs import VIDEO_PATTERNS, list_inputs  # noqa: PLC0415
+    (and none was FAKE), 4: setup problem, 5: internal error."""
+    from dfscan.inputs import VIDEO_PATTERNS, list_inputs, path_key  # noqa: PLC0415
+    from dfscan.outputs import Output  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
     from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
     from dfscan.results import VideoResult  # noqa: PLC0415
@@ -166,16 +214,19 @@ def scan(
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
                          thumbnails=report is not None, min_face=min_face)
+    _, settings = _preflight(settings, model, device)
+    found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
+    _check_outputs([Output("--csv", "csv", csv_path), Output("--jsonl", "jsonl", jsonl_path),
+                    Output("--report", "report", report)], [f.path for f in found], overwrite, resume)
     html_report = None
     if report is not None:
         from dfscan.report.html import ScanReport  # noqa: PLC0415
 
-        html_report = ScanReport(report)
+        html_report = _run(lambda: ScanReport(report, resume=resume))
     writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
                            JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
-    done: set[str] = set.intersection(*(w.done_paths() for w in writers)) if resume and writers else set()
-    found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
-    todo = [f for f in found if f.path not in done]
+    done: set[str] = set.intersection(*(w.done_keys() for w in writers)) if resume and writers else set()
+    todo = [f for f in found if path_key(f.path) not in done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
                 for f in todo if f.problem]
     paths = [f.path for f in todo if not f.problem]
@@ -185,7 +236,7 @@ def scan(
 
     def record(result: VideoResult) -> None:
         for writer in writers:
-            if result.path not in writer.done_paths():
+            if path_key(result.path) not in writer.done_keys():
                 writer.write(result)
         if html_report is not None:
             html_report.add(result)
@@ -214,11 +265,11 @@ def scan(
                 record(result)
                 rate = counts.total() / max(time.perf_counter() - started, 1e-6)
                 progress.update(task, advance=1, rate=f"{rate:.2f} videos/s")
-    except DfscanError as exc:
-        raise _fail(exc.message, exc.exit_code) from None
     finally:
         for writer in writers:
             writer.close()
+        if html_report is not None:
+            html_report.close()
     err.print(summary_table(counts))
     raise typer.Exit(EXIT_FAKE if counts["FAKE"] else EXIT_INPUT_FAILED if counts["ERROR"] else EXIT_OK)
 
@@ -253,6 +304,7 @@ def robustness(
         raise _fail(f"{target} does not exist", EXIT_USAGE)
     settings = _settings(frames, None, threshold, None, 3, 640)
     scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
+    settings = _run(lambda: scanner.resolve(settings))
     paths = [f.path for f in find_videos(target, VIDEO_PATTERNS) if not f.problem]
     report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
     if json_out:

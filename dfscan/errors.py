@@ -7,6 +7,7 @@ EXIT_FAKE = 1          # at least one video labelled FAKE
 EXIT_USAGE = 2         # bad command line (typer/click also uses 2)
 EXIT_INPUT_FAILED = 3  # at least one input could not be scanned (and none was FAKE)
 EXIT_SETUP = 4         # cannot run at all: bad model bundle, no onnxruntime, bad weights
+EXIT_CRASH = 5         # an unexpected internal error (a bug): never confused with a verdict
 
 
 class DfscanError(Exception):
@@ -21,6 +22,19 @@ class DfscanError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(DfscanError, ValueError):
+    """A command-line option or library argument has a bad type or value (a ValueError to library callers)."""
+
+    code = "usage"
+    exit_code = EXIT_USAGE
+
+
+class OutputError(UsageError):
+    """An output path would destroy an input or an unrelated file, or cannot be written."""
+
+    code = "output"
 
 
 class InputError(DfscanError):
@@ -54,6 +68,12 @@ class ModelError(DfscanError):
 
     code = "model"
     exit_code = EXIT_SETUP
+
+
+class WorkerCrashError(DfscanError):
+    """A worker process died (killed, out of memory) while scanning a file."""
+
+    code = "worker_crash"
 
 
 class RuntimeMissingError(DfscanError):

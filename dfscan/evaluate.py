@@ -2,8 +2,8 @@
 labelled videos (each through the full scan pipeline).
 
 Scores are calibrated fake probabilities; label 1 = fake. Undefined metrics (AUC of a one-class set, say)
-are None with a note, never NaN, so results always serialise to strict JSON. sklearn is imported only
-when metrics are computed.
+are None with a note, never NaN, so results always serialise to strict JSON. Metrics come from
+dfscan.metrics (numpy only), so eval runs on the [cpu] install.
 """
 from __future__ import annotations
 
@@ -16,48 +16,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from dfscan import metrics
+from dfscan.metrics import ECE_BINS, equal_error_rate, expected_calibration_error  # noqa: F401 - re-exported
 from dfscan.verdict import aggregate
 
-ECE_BINS = 15
 METRIC_ROWS = ("n", "n_real", "n_fake", "auc", "ap", "eer", "eer_threshold", "accuracy", "precision",
                "recall", "f1", "log_loss", "brier", "ece")
 
 
-# --- metrics -----------------------------------------------------------------------------------------
-
-def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Binned |observed fake rate - mean predicted fake probability|, weighted by bin size.
-
-    This is the reliability-diagram form on the fake probability (not the max-class confidence form),
-    i.e. it asks whether "0.8" means fake 80% of the time.
-    """
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    # right-closed last bin so a score of exactly 1.0 is counted
-    index = np.clip(np.digitize(scores, edges[1:-1], right=False), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            ece += mask.mean() * abs(float(y_true[mask].mean()) - float(scores[mask].mean()))
-    return float(ece)
-
-
-def equal_error_rate(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """(EER, threshold at the EER): where the false-positive and false-negative rates cross on the ROC,
-    linearly interpolated between the two ROC points around the crossing."""
-    from sklearn.metrics import roc_curve  # noqa: PLC0415
-
-    fpr, tpr, thresholds = roc_curve(y_true, scores)
-    fnr = 1.0 - tpr
-    diff = fpr - fnr  # rises from -1 (threshold above all scores) to +1
-    i = int(np.argmax(diff >= 0))
-    if i == 0 or diff[i] == 0:
-        return float(fpr[i]), float(min(thresholds[i], 1.0))
-    w = -diff[i - 1] / (diff[i] - diff[i - 1])
-    eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
-    t_hi = min(float(thresholds[i - 1]), 1.0)  # roc_curve's first threshold is +inf
-    return float(eer), float(t_hi + w * (float(thresholds[i]) - t_hi))
-
+# --- metrics (one implementation each, numpy only: dfscan.metrics) ------------------------------------
 
 def _clean(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
@@ -68,8 +35,6 @@ def _clean(value: float | None) -> float | None:
 def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> dict[str, Any]:
     """AUC, AP, EER (+ its threshold), accuracy, precision, recall, F1 (fake = positive, score >= threshold),
     log-loss, Brier, ECE, and counts. Metrics that need both classes are None for a one-class set."""
-    from sklearn import metrics as skm  # noqa: PLC0415
-
     y = np.asarray(y_true, dtype=np.int64)
     p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
     if y.shape != p.shape:
@@ -80,17 +45,13 @@ def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: fl
         out.update({k: None for k in METRIC_ROWS[3:]})
         out["notes"].append("no samples")
         return out
-    pred = (p >= threshold).astype(np.int64)
-    out["accuracy"] = float(skm.accuracy_score(y, pred))
-    out["precision"] = float(skm.precision_score(y, pred, zero_division=0))
-    out["recall"] = float(skm.recall_score(y, pred, zero_division=0))
-    out["f1"] = float(skm.f1_score(y, pred, zero_division=0))
-    out["log_loss"] = _clean(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
-    out["brier"] = float(skm.brier_score_loss(y, p, pos_label=1))
+    out.update(metrics.threshold_metrics(y, p, threshold))
+    out["log_loss"] = _clean(metrics.log_loss(y, p))
+    out["brier"] = metrics.brier(y, p)
     out["ece"] = expected_calibration_error(y, p)
     if out["n_real"] and out["n_fake"]:
-        out["auc"] = float(skm.roc_auc_score(y, p))
-        out["ap"] = float(skm.average_precision_score(y, p))
+        out["auc"] = metrics.roc_auc(y, p)
+        out["ap"] = metrics.average_precision(y, p)
         out["eer"], out["eer_threshold"] = equal_error_rate(y, p)
     else:
         out.update(auc=None, ap=None, eer=None, eer_threshold=None)

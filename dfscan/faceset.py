@@ -18,6 +18,8 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from dfscan.inputs import confined
+
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("file", "label", "split", "source", "video", "width", "height")
@@ -64,6 +66,10 @@ def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
         raise ValueError(f"{csv_path}:{line}: bad row ({exc})") from None
     if record.label not in LABELS:
         raise ValueError(f"{csv_path}:{line}: label {record.label!r} is not one of {LABELS}")
+    try:
+        confined(csv_path.parent / "images", record.file)
+    except ValueError as exc:
+        raise ValueError(f"{csv_path}:{line}: {exc}") from None
     return record
 
 

@@ -12,6 +12,23 @@ VIDEO_PATTERNS = ("*.mp4", "*.m4v", "*.mov", "*.avi", "*.mkv", "*.webm", "*.mpg"
                   "*.flv", "*.3gp", "*.ts", "*.mts", "*.m2ts", "*.ogv")
 
 
+def path_key(path: str | Path) -> str:
+    """What identifies a file across runs however it was spelled (relative, absolute, through links):
+    resume and the report index compare these."""
+    return os.path.realpath(os.path.abspath(os.fsdecode(path)))
+
+
+def confined(folder: str | Path, name: str) -> Path:
+    """The file a labels file in `folder` names, if it is inside `folder` (relative names are relative to
+    it); ValueError for a path outside, by `..` or absolute. The check is on the names (links inside the
+    folder may point anywhere: a face set's images may live on another disk)."""
+    base = os.path.normpath(os.path.abspath(folder))
+    target = os.path.normpath(os.path.join(base, name)) if name else base
+    if target == base or not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise ValueError(f"{name!r} is outside {folder}: a labels file may only name files inside its folder")
+    return Path(name) if os.path.isabs(name) else Path(folder) / name
+
+
 @dataclass(frozen=True)
 class Found:
     path: str

@@ -8,6 +8,71 @@ from typing import Any
 from dfscan import __version__
 
 
+# --- text that any output can hold --------------------------------------------------------------------
+# File names on Linux are bytes; Python hands undecodable ones over as lone surrogates (surrogateescape),
+# which no UTF-8 file can hold. Every output (CSV, JSONL, JSON, HTML, terminal) writes text through
+# `escape_text`: a backslash becomes `\\`, each byte that is not valid UTF-8 becomes `\xHH`. It is
+# reversible (`unescape_text`), and text with neither is unchanged.
+
+def escape_text(text: str) -> str:
+    if "\\" not in text and text.isprintable() and not _has_surrogates(text):
+        return text
+    raw = text.replace("\\", "\\\\").encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def unescape_text(text: str) -> str:
+    """The original text (surrogateescape str, as os.fsdecode gives) of an `escape_text` result."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and text[i + 1:i + 2] == "\\":
+            out += b"\\"
+            i += 2
+        elif ch == "\\" and text[i + 1:i + 2] == "x" and len(text) >= i + 4:
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += ch.encode("utf-8", "surrogateescape")
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def escaped(value: Any) -> Any:
+    """`value` (a JSON-like tree) with every string passed through `escape_text`."""
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, dict):
+        return {escaped(k): escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escaped(v) for v in value]
+    return value
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a cell starting with = + - @ (a formula) gets a leading '
+    (as does one starting with ', so the rule reverses: drop one leading ')."""
+    if not isinstance(value, str):
+        return value
+    text = escape_text(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def csv_uncell(text: str) -> str:
+    """The original text of a `csv_cell`."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_START):
+        text = text[1:]
+    return unescape_text(text)
+
+
 def _fmt(value: Any) -> str:
     if value is None or value == "":
         return ""
@@ -73,12 +138,16 @@ class VideoResult:
         finally:
             self.thumbnails = thumbnails
         data.pop("thumbnails")
-        return data
+        return escaped(data)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def csv_row(self) -> dict[str, Any]:
+        """The flat row, cells made safe for spreadsheets and UTF-8 (`csv_cell`)."""
+        return {key: csv_cell(value) for key, value in self._flat_row().items()}
+
+    def _flat_row(self) -> dict[str, Any]:
         video = self.video or {}
         model = self.model or {}
         top = self.top_track
@@ -94,6 +163,8 @@ class VideoResult:
             "frames_sampled": len(self.frames),
             "suspicious_segments": ";".join(f"{s['start_s']:.2f}-{s['end_s']:.2f}" for s in self.segments),
             "duration_s": _fmt(video.get("duration_s")),
+            "truncated": "yes" if video.get("truncated") else "",
+            "declared_duration_s": _fmt(video.get("declared_duration_s")),
             "width": video.get("width", ""),
             "height": video.get("height", ""),
             "fps": _fmt(video.get("fps")),

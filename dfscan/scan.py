@@ -8,67 +8,44 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
+from multiprocessing import connection, get_context
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from dfscan import verdict
 from dfscan.errors import DfscanError
-from dfscan.faces.crop import crop_face
-from dfscan.faces.tracks import Detection, Track, link_tracks
+from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline
+from dfscan.faces.tracks import Detection, Track
 from dfscan.model.manifest import sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
+from dfscan.settings import MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
+
+__all__ = ["DetectorSettings", "ScanSettings", "Scanner", "get_scanner", "iter_scan", "scan_video"]
 
 
-@dataclass(frozen=True)
-class DetectorSettings:
-    # Detection runs on frames shrunk to at most this longer side; with min_face_size in original pixels,
-    # PNet's pyramid starts at 12/min_face of that size. Faces under 40 px carry little manipulation
-    # evidence at the models' 128-224 px input, and skipping them makes detection ~4x cheaper at 720p.
-    max_side: int | None = 640        # detection resolution bound (longer side, pixels)
-    min_face_size: int = 40           # original-frame pixels
-    min_confidence: float = 0.90      # MTCNN final-stage probability
-    max_faces_per_frame: int = 16     # largest first
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    # Pyramid step. 0.709 (facenet-pytorch's) costs ~25% more for the same faces at >= 40 px: measured
-    # 4.25 vs 4.19 faces/frame on a 1080p street scene, 1.20 s vs 0.93 s for 32 frames of 720p.
-    factor: float = 0.6
-    # Temporal reuse: the whole PNet pyramid on every full_every-th sampled frame and the last; on the frames
-    # between, PNet runs only on the pyramid regions around the faces the neighbouring full frames found
-    # (MTCNN.detect_video), then RNet+ONet as usual. 1: every frame on its own, as MTCNN.detect_batch.
-    # Measured: same 134 faces on the 1080p crowd clip, detection 30-45% cheaper.
-    full_every: int = 2
-
-    def build(self, device: str = "auto", threads: int | None = None) -> Any:
-        """The MTCNN these settings describe (the scanner and training-set extraction both use this)."""
-        from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415 - keeps `import dfscan.scan` light
-
-        return MTCNN(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
-                     factor=self.factor, max_side=self.max_side, threads=threads)
+class FrameMeta(NamedTuple):
+    index: int
+    timestamp: float
 
 
-@dataclass(frozen=True)
-class ScanSettings:
-    frames: int | None = None         # None: the bundle's default; ignored when fps or all_frames is set
-    fps: float | None = None
-    all_frames: bool = False
-    threshold: str | float | None = None   # None: the bundle's; else an operating point name or a value
-    aggregation: str | None = None    # None: the bundle's
-    top_k: int | None = None
-    min_track_faces: int = 3
-    max_side: int = 1920              # decoded frames are downscaled to this longer side
-    hash_input: bool = True
-    keep_thumbnails: bool = False     # JPEG face crops in VideoResult.thumbnails, for HTML reports
-    detector: DetectorSettings = field(default_factory=DetectorSettings)
+@dataclass
+class _Faces:
+    """What a scan keeps of its frames once they are scored: no pixels, so memory does not grow with
+    the number of frames (at most one chunk of decoded frames is alive at a time)."""
+    frames: list[FrameMeta] = field(default_factory=list)
+    detections: list[list[Detection]] = field(default_factory=list)
+    scores: dict[int, float] = field(default_factory=dict)       # id(detection) -> fake probability
+    thumbnails: dict[int, bytes] = field(default_factory=dict)   # id(detection) -> JPEG
+    timings: dict[str, float] = field(default_factory=lambda: {"decode_s": 0.0, "detect_s": 0.0, "score_s": 0.0})
 
 
 class Scanner:
-    """A loaded model bundle plus face detector; reuse one to scan many videos."""
+    """A loaded model bundle plus face pipeline; reuse one to scan many videos."""
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  detector: DetectorSettings | None = None):
@@ -77,39 +54,42 @@ class Scanner:
         self.device = device
         self.scorer = Scorer(model, device=device, threads=threads)
         self.detector_settings = detector or DetectorSettings()
-        self.detector = self.detector_settings.build(device, threads)
+        self.pipeline = FacePipeline(self.detector_settings, self.scorer.input_size, self.scorer.crop_margin,
+                                     device, threads)
+        self.detector = self.pipeline.detector
+
+    def resolve(self, settings: ScanSettings | None) -> ScanSettings:
+        """Checked settings with this bundle's defaults filled in; raises UsageError (exit 2)."""
+        return resolve_scan_settings(settings, self.scorer.manifest)
 
     def scan(self, path: str | Path, settings: ScanSettings | None = None) -> VideoResult:
-        settings = settings or ScanSettings()
+        settings = self.resolve(settings)  # a bad setting is the caller's error, not this file's
         started = time.perf_counter()
         try:
             result = self._scan(Path(path), settings)
         except DfscanError as exc:
-            result = self._failed(path, exc.code, exc.message, settings)
+            result = self.failed(path, exc.code, exc.message, settings)
         except MemoryError:
-            result = self._failed(path, "too_large", "out of memory while decoding", settings)
+            result = self.failed(path, "too_large", "out of memory while decoding", settings)
         except Exception as exc:  # noqa: BLE001 - one bad file must never end a batch
-            result = self._failed(path, "internal", f"{type(exc).__name__}: {exc}".splitlines()[0], settings)
+            result = self.failed(path, "internal", f"{type(exc).__name__}: {exc}".splitlines()[0], settings)
         result.timings["total_s"] = round(time.perf_counter() - started, 4)
         return result
 
     def _base_result(self, path: str | Path, settings: ScanSettings) -> VideoResult:
-        manifest = self.scorer.manifest
-        threshold, threshold_name = self.scorer.resolve_threshold(settings.threshold)
         return VideoResult(
-            path=str(path), label=verdict.ERROR, threshold=threshold, threshold_name=threshold_name,
-            aggregation=settings.aggregation or manifest.scan.aggregation,
-            model=self.scorer.describe(), provider=self.scorer.provider,
+            path=str(path), label=verdict.ERROR, threshold=settings.threshold, threshold_name=settings.threshold_name,
+            aggregation=settings.aggregation, model=self.scorer.describe(), provider=self.scorer.provider,
             settings=self._settings_record(settings),
         )
 
     def _settings_record(self, settings: ScanSettings) -> dict[str, Any]:
         manifest = self.scorer.manifest
         return {
-            "frames": "all" if settings.all_frames else (None if settings.fps else self._frame_count(settings)),
+            "frames": "all" if settings.all_frames else (None if settings.fps else settings.frames),
             "fps": settings.fps,
-            "aggregation": settings.aggregation or manifest.scan.aggregation,
-            "top_k": settings.top_k or manifest.scan.top_k,
+            "aggregation": settings.aggregation,
+            "top_k": settings.top_k,
             "min_track_faces": settings.min_track_faces,
             "max_side": settings.max_side,
             "crop": {"size": manifest.preprocess.input_size, "margin": manifest.preprocess.crop_margin},
@@ -120,71 +100,78 @@ class Scanner:
             "seed": None,  # no randomness anywhere in a scan: same input, same scores
         }
 
-    def _frame_count(self, settings: ScanSettings) -> int:
-        return settings.frames or self.scorer.manifest.scan.frames
-
-    def _failed(self, path: str | Path, code: str, reason: str, settings: ScanSettings) -> VideoResult:
-        result = self._base_result(path, settings)
+    def failed(self, path: str | Path, code: str, reason: str, settings: ScanSettings) -> VideoResult:
+        """An ERROR row with this scanner's provenance."""
+        result = self._base_result(path, self.resolve(settings))
         result.label, result.error_code, result.reason, result.score = verdict.ERROR, code, reason, None
         return result
 
     def _scan(self, path: Path, settings: ScanSettings) -> VideoResult:
-        from dfscan.video import sample_frames  # noqa: PLC0415
+        from dfscan.video import RESTART, stream_frames  # noqa: PLC0415
 
         result = self._base_result(path, settings)
+        n = None if settings.all_frames or settings.fps else settings.frames
+        faces = _Faces()
+        chunk: list[Any] = []
         t0 = time.perf_counter()
-        n = None if settings.all_frames or settings.fps else self._frame_count(settings)
-        info, frames = sample_frames(path, n=n, fps=settings.fps, max_side=settings.max_side)
+        with stream_frames(path, n=n, fps=settings.fps, max_side=settings.max_side, max_frames=MAX_FRAMES,
+                           strict=settings.all_frames) as stream:
+            for frame in stream:
+                if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
+                    faces, chunk = _Faces(timings=faces.timings), []
+                    continue
+                chunk.append(frame)
+                if len(chunk) == CHUNK_FRAMES:
+                    faces.timings["decode_s"] += time.perf_counter() - t0
+                    self._process_chunk(chunk, faces, settings.keep_thumbnails)
+                    chunk, t0 = [], time.perf_counter()
+            faces.timings["decode_s"] += time.perf_counter() - t0
+            if chunk:
+                self._process_chunk(chunk, faces, settings.keep_thumbnails)
+        info = stream.info
         result.video = info.to_dict()
         t1 = time.perf_counter()
         if settings.hash_input:
             result.video["sha256"] = sha256_file(path)
-        t2 = time.perf_counter()
-        detections = self._detect(frames)
-        t3 = time.perf_counter()
-        tracks = link_tracks(detections)
-        scores = self._score_tracks(frames, tracks, result.thumbnails if settings.keep_thumbnails else None)
-        t4 = time.perf_counter()
-        result.timings.update(decode_s=round(t1 - t0, 4), hash_s=round(t2 - t1, 4),
-                              detect_s=round(t3 - t2, 4), score_s=round(t4 - t3, 4))
-        self._judge(result, frames, tracks, scores, settings)
+        faces.timings["hash_s"] = time.perf_counter() - t1
+        result.timings.update({k: round(v, 4) for k, v in faces.timings.items()})
+        tracks = self.pipeline.track(faces.detections)
+        scores = {t.track_id: np.asarray([faces.scores[id(d)] for d in t.detections]) for t in tracks}
+        if settings.keep_thumbnails:
+            result.thumbnails = {f"{t.track_id}:{faces.frames[d.frame_pos].index}": faces.thumbnails[id(d)]
+                                 for t in tracks for d in t.detections}
+        self._judge(result, faces.frames, tracks, scores, settings)
+        if info.truncated:
+            note = (f"truncated file: judged on the {info.duration_s:.2f} s that decode of "
+                    f"{info.declared_duration_s or 0:.2f} s declared")
+            result.reason = f"{result.reason}; {note}" if result.reason else note
         return result
 
-    def _detect(self, frames: list[Any]) -> list[list[Detection]]:
-        """Faces per sampled frame, boxes in original-frame pixels, largest first."""
-        ds = self.detector_settings
-        per_frame: list[list[Detection]] = []
-        found_per_frame = self.detector.detect_video([f.image for f in frames], ds.full_every)
-        for pos, (frame, found) in enumerate(zip(frames, found_per_frame)):
-            boxes = np.asarray(found.boxes, dtype=np.float64) * frame.scale
-            sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.zeros(0)
-            keep = [i for i in np.argsort(-sides)
-                    if found.scores[i] >= ds.min_confidence and sides[i] >= ds.min_face_size]
-            per_frame.append([Detection(pos, boxes[i], float(found.scores[i]))
-                              for i in keep[:ds.max_faces_per_frame]])
-        return per_frame
-
-    def _score_tracks(self, frames: list[Any], tracks: list[Track],
-                      thumbnails: dict[str, bytes] | None = None) -> dict[int, np.ndarray]:
-        size, margin = self.scorer.input_size, self.scorer.crop_margin
+    def _process_chunk(self, chunk: list[Any], faces: _Faces, keep_thumbnails: bool) -> None:
+        """Detect, crop and score one chunk of decoded frames; keep only boxes and scores."""
+        t0 = time.perf_counter()
+        first_pos = len(faces.frames)
+        per_frame = self.pipeline.detect(chunk, first_pos)
+        t1 = time.perf_counter()
         crops, owners = [], []
-        for track in tracks:
-            for det in track.detections:
-                frame = frames[det.frame_pos]
-                crops.append(crop_face(frame.image, det.box / frame.scale, size, margin))
-                owners.append(track.track_id)
-                if thumbnails is not None:
-                    thumbnails[f"{track.track_id}:{frame.index}"] = encode_thumbnail(crops[-1])
-        if not crops:
-            return {}
-        probs = self.scorer.score_crops(np.stack(crops))
-        owners_arr = np.asarray(owners)
-        return {t.track_id: probs[owners_arr == t.track_id] for t in tracks}
+        for frame, detections in zip(chunk, per_frame):
+            for det in detections:
+                crops.append(self.pipeline.crop(frame, det))
+                owners.append(det)
+                if keep_thumbnails:
+                    faces.thumbnails[id(det)] = encode_thumbnail(crops[-1])
+        if crops:
+            for det, prob in zip(owners, self.scorer.score_crops(np.stack(crops))):
+                faces.scores[id(det)] = float(prob)
+        faces.frames.extend(FrameMeta(f.index, f.timestamp) for f in chunk)
+        faces.detections.extend(per_frame)
+        faces.timings["detect_s"] += t1 - t0
+        faces.timings["score_s"] += time.perf_counter() - t1
 
-    def _judge(self, result: VideoResult, frames: list[Any], tracks: list[Track],
+    def _judge(self, result: VideoResult, frames: list[FrameMeta], tracks: list[Track],
                scores: dict[int, np.ndarray], settings: ScanSettings) -> None:
-        rule = result.aggregation or "mean"
-        top_k = settings.top_k or self.scorer.manifest.scan.top_k
+        rule = settings.aggregation or "mean"
+        top_k = settings.top_k or 1
         needed = verdict.min_track_faces(len(frames), settings.min_track_faces)
         frame_scores: dict[int, float] = {}
         for track in tracks:
@@ -252,54 +239,153 @@ def scan_video(path: str | Path, model: str | Path | None = None, device: str = 
 
 # --- batch -------------------------------------------------------------------------------------------
 
-_worker_scanner: Scanner | None = None
-
-
-def _init_worker(model: str | None, device: str, threads: int, detector: DetectorSettings) -> None:
-    global _worker_scanner  # noqa: PLW0603 - one scanner per worker process
-    _worker_scanner = Scanner(model, device=device, threads=threads, detector=detector)
-
-
-def _scan_in_worker(path: str, settings: ScanSettings) -> VideoResult:
-    assert _worker_scanner is not None
-    return _worker_scanner.scan(path, settings)
-
 
 def iter_scan(paths: Iterable[str | Path], model: str | Path | None = None, device: str = "auto",
               settings: ScanSettings | None = None, workers: int = 1) -> Iterator[VideoResult]:
     """Scan many videos, yielding each result as soon as it is finished (not in input order when
-    workers > 1). Each worker process loads its own models and uses cores // workers threads."""
-    settings = settings or ScanSettings()
+    workers > 1). Each worker process loads its own models and uses cores // workers threads.
+
+    Settings are resolved once, before the first video (a bad one raises UsageError, nothing is scanned).
+    A worker process that dies (killed, out of memory) makes its video an ERROR row `worker_crash`; a new
+    worker takes its place and the batch goes on."""
     model_arg = None if model is None else str(model)
     if workers <= 1:
-        scanner = get_scanner(model_arg, device, None, settings.detector)
+        scanner = get_scanner(model_arg, device, None, (settings or ScanSettings()).detector)
+        resolved = scanner.resolve(settings)
         for path in paths:
-            yield scanner.scan(path, settings)
+            yield scanner.scan(path, resolved)
         return
+    settings = settings or ScanSettings()
+    parent = Scanner(model_arg, device=device, threads=1, detector=settings.detector)  # fail fast on a bad bundle
+    resolved = parent.resolve(settings)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    Scanner(model_arg, device=device, threads=1, detector=settings.detector)  # fail fast on a bad bundle
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(model_arg, device, threads, settings.detector)) as pool:
-        pending: dict[Future[VideoResult], str] = {}
-        path_iter = iter(paths)
-        for path in path_iter:
-            pending[pool.submit(_scan_in_worker, str(path), settings)] = str(path)
-            if len(pending) >= workers * 2:
-                break
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                path = pending.pop(future)
-                yield _result_of(future, path, settings)
-                nxt = next(path_iter, None)
-                if nxt is not None:
-                    pending[pool.submit(_scan_in_worker, str(nxt), settings)] = str(nxt)
-
-
-def _result_of(future: Future[VideoResult], path: str, settings: ScanSettings) -> VideoResult:
+    pool = _WorkerPool(workers, (model_arg, device, threads, settings.detector))
     try:
-        return future.result()
-    except Exception as exc:  # noqa: BLE001 - a crashed worker is one file's error, not the batch's
-        return VideoResult(path=path, label=verdict.ERROR, error_code="worker_crash",
-                           reason=f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        for path, outcome in pool.run((str(p) for p in paths), resolved):
+            yield outcome if isinstance(outcome, VideoResult) else parent.failed(path, "worker_crash", outcome, resolved)
+    finally:
+        pool.close()
+
+
+# --- worker processes ----------------------------------------------------------------------------------
+
+
+def _worker_main(conn: connection.Connection, model: str | None, device: str, threads: int,
+                 detector: DetectorSettings) -> None:
+    """A worker: loads a Scanner, then scans one path at a time as the parent sends them."""
+    try:
+        scanner = Scanner(model, device=device, threads=threads, detector=detector)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("setup", exc if isinstance(exc, DfscanError) else DfscanError(f"{type(exc).__name__}: {exc}")))
+        return
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        path, settings = task
+        conn.send(("result", scanner.scan(path, settings)))
+
+
+WORKER_NAME = "dfscan-scan-worker"
+
+
+class _Worker:
+    started = 0
+
+    def __init__(self, ctx: Any, init_args: tuple[Any, ...]):
+        _Worker.started += 1
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, *init_args), daemon=True,
+                                   name=f"{WORKER_NAME}-{_Worker.started}")
+        self.process.start()
+        child.close()
+        self.path: str | None = None
+
+    def message(self) -> tuple[str, Any] | None:
+        """The worker's reply, or None if it died without one."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        return None
+
+    def death(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            how = f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+        else:
+            how = f"exit code {code}"
+        return f"the worker process scanning this file died ({how})"
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
+        self.conn.close()
+
+
+class _WorkerPool:
+    """Worker processes fed one path at a time, so the parent always knows which file each is scanning
+    and a dead worker costs exactly that file (ProcessPoolExecutor loses every pending one)."""
+
+    def __init__(self, n: int, init_args: tuple[Any, ...]):
+        self.ctx = get_context("spawn")
+        self.init_args = init_args
+        self.idle = [_Worker(self.ctx, init_args) for _ in range(n)]
+        self.busy: list[_Worker] = []
+
+    def run(self, paths: Iterator[str], settings: ScanSettings) -> Iterator[tuple[str, VideoResult | str]]:
+        """(path, result) as each finishes, or (path, reason) when its worker died."""
+        for worker in list(self.idle):
+            self._assign(worker, paths, settings)
+        while self.busy:
+            ready = connection.wait([w.conn for w in self.busy] + [w.process.sentinel for w in self.busy])
+            for worker in [w for w in self.busy if w.conn in ready or w.process.sentinel in ready]:
+                reply = worker.message()
+                if reply is None and worker.process.is_alive():
+                    continue  # woken by a partial message; wait for the rest
+                self.busy.remove(worker)
+                path = worker.path or ""
+                if reply is None:
+                    reason = worker.death()
+                    worker.stop()
+                    worker = _Worker(self.ctx, self.init_args)
+                    yield path, reason
+                elif reply[0] == "setup":
+                    raise reply[1]
+                else:
+                    yield path, reply[1]
+                self._assign(worker, paths, settings)
+
+    def _assign(self, worker: _Worker, paths: Iterator[str], settings: ScanSettings) -> None:
+        path = next(paths, None)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        if path is None:
+            self.idle.append(worker)
+            return
+        if not worker.process.is_alive():  # died while idle: it cost no file
+            worker.stop()
+            worker = _Worker(self.ctx, self.init_args)
+        worker.path = path
+        try:
+            worker.conn.send((path, settings))
+        except OSError:
+            pass  # it died just now: its sentinel reports it, and this file becomes its worker_crash row
+        self.busy.append(worker)
+
+    def close(self) -> None:
+        for worker in self.idle + self.busy:
+            worker.stop()
+        self.idle, self.busy = [], []

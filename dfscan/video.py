@@ -57,6 +57,8 @@ class VideoInfo:
     rotation: int  # clockwise degrees applied to make frames upright (0/90/180/270)
     pix_fmt: str
     bit_rate: int | None
+    truncated: bool = False  # the stream ends clearly before its declared duration (a cut or damaged file)
+    declared_duration_s: float | None = None  # what the container states, when truncated (duration_s: decoded)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +84,9 @@ def probe(path: str | Path, max_pixels: int = MAX_PIXELS) -> VideoInfo:
         return _describe(container, stream, file, rotation=_rotation_of(first), pix_fmt=first.format.name)
 
 
+RESTART = "restart"  # marker in a frame stream: drop the frames so far, a new sampling pass follows
+
+
 def sample_frames(
     path: str | Path,
     n: int | None = 32,
@@ -100,21 +105,71 @@ def sample_frames(
     max_side: frames whose longer side is larger are downscaled at decode time (`SampledFrame.scale`).
     max_pixels, time_limit_s: larger inputs, or slower decodes, raise ResourceLimitError.
 
-    A truncated file gives the frames before the damage, sampled over the part that decodes.
+    A truncated file gives the frames before the damage, sampled over the part that decodes, and says so
+    in `VideoInfo.truncated`. `stream_frames` gives the same frames without holding them all.
     """
-    file = _checked_path(path)
-    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-    with _open(file) as container:
-        stream = _video_stream(container, file)
-        info = _describe(container, stream, file, rotation=0, pix_fmt=stream.codec_context.pix_fmt or "")
-        _check_pixels(file, info.width, info.height, max_pixels)
-        targets = _target_times(info, n, fps, max_frames)
-        sampler = _Sampler(container, stream, file, info, max_side, max_pixels, deadline, time_limit_s)
-        frames = sampler.run(targets, max_frames, uniform=fps is None)
-    if not frames:
-        raise NoFramesError(f"{file.name}: the video stream has no decodable frames")
-    _update_from_frames(info, sampler)
-    return info, frames
+    frames: list[SampledFrame] = []
+    with stream_frames(path, n, fps, max_side, max_frames, max_pixels, time_limit_s) as stream:
+        for frame in stream:
+            if frame is RESTART:
+                frames.clear()
+            else:
+                frames.append(frame)
+    return stream.info, frames
+
+
+class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(path) as frames: ...`
+    """The frames `sample_frames` returns, one at a time, so memory does not grow with their number.
+
+    Iterating yields SampledFrames in time order, and RESTART when a pass is abandoned (a failed seek, or a
+    truncated file resampled over the part that decodes): the consumer drops what it has and continues.
+    `info` is complete (rotation, truncation) once the iteration has ended. strict: more than `max_frames`
+    frames raises ResourceLimitError instead of stopping there."""
+
+    def __init__(self, path: str | Path, n: int | None = 32, fps: float | None = None, max_side: int | None = 1920,
+                 max_frames: int = 10_000, max_pixels: int = MAX_PIXELS, time_limit_s: float | None = 300,
+                 strict: bool = False):
+        self.file = _checked_path(path)
+        self.n, self.fps, self.max_side, self.max_frames = n, fps, max_side, max_frames
+        self.max_pixels, self.time_limit_s, self.strict = max_pixels, time_limit_s, strict
+        self.container: av.container.InputContainer | None = None
+
+    def __enter__(self) -> "stream_frames":
+        deadline = None if self.time_limit_s is None else time.monotonic() + self.time_limit_s
+        self.container = _open(self.file)
+        try:
+            stream = _video_stream(self.container, self.file)
+            self.info = _describe(self.container, stream, self.file, rotation=0,
+                                  pix_fmt=stream.codec_context.pix_fmt or "")
+            _check_pixels(self.file, self.info.width, self.info.height, self.max_pixels)
+            self.targets = _target_times(self.info, self.n, self.fps, self.max_frames)
+            if self.strict and self.targets is None:
+                _check_frame_budget(self.file, self.info.frame_count, self.max_frames)
+            self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
+                                    deadline, self.time_limit_s, self.strict)
+        except BaseException:
+            self.container.close()
+            raise
+        return self
+
+    def __iter__(self) -> Iterator[SampledFrame | str]:
+        taken = 0
+        for frame in self.sampler.run(self.targets, self.max_frames, uniform=self.fps is None):
+            taken = 0 if frame is RESTART else taken + 1
+            yield frame
+        if not taken:
+            raise NoFramesError(f"{self.file.name}: the video stream has no decodable frames")
+        _update_from_frames(self.info, self.sampler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+def _check_frame_budget(file: Path, frame_count: int | None, max_frames: int) -> None:
+    if frame_count is not None and frame_count > max_frames:
+        raise ResourceLimitError(f"{file.name}: about {frame_count:,} frames, over the limit of {max_frames:,} "
+                                 "per video; sample fewer (--frames N or --fps R)")
 
 
 # --- input checks and opening -------------------------------------------------------------------------
@@ -246,7 +301,9 @@ def _update_from_frames(info: VideoInfo, sampler: "_Sampler") -> None:
         info.width, info.height = info.height, info.width
     info.pix_fmt = sampler.pix_fmt or info.pix_fmt
     if sampler.truncated_at is not None:
-        info.duration_s = sampler.truncated_at
+        info.truncated = True
+        info.declared_duration_s = info.duration_s
+        info.duration_s = round(sampler.truncated_at, 6)
         info.frame_count = sampler.truncated_frame_count
 
 
@@ -318,8 +375,10 @@ class _Sampler:
     """Runs one sampling pass and converts the chosen frames to upright RGB."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, file: Path, info: VideoInfo,
-                 max_side: int | None, max_pixels: int, deadline: float | None, limit_s: float | None):
+                 max_side: int | None, max_pixels: int, deadline: float | None, limit_s: float | None,
+                 strict: bool = False):
         self.container, self.stream, self.file, self.info = container, stream, file, info
+        self.strict = strict
         self.max_side, self.max_pixels = max_side, max_pixels
         self.deadline, self.limit_s = deadline, limit_s
         self.start = _stream_start(stream)
@@ -329,41 +388,54 @@ class _Sampler:
         self.truncated_at: float | None = None  # decodable length (s) when the file ends before its stated end
         self.truncated_frame_count = 0
 
-    def run(self, targets: list[float] | None, max_frames: int, uniform: bool) -> list[SampledFrame]:
-        """uniform: the targets are interval centres over the duration, to be spread over what decodes
+    def run(self, targets: list[float] | None, max_frames: int, uniform: bool) -> Iterator[SampledFrame | str]:
+        """Yields the chosen frames (and RESTART before a second pass).
+        uniform: the targets are interval centres over the duration, to be spread over what decodes
         when the file turns out shorter (truncated); otherwise targets past the end are dropped."""
         if targets is None:
-            return self._all_frames(max_frames)
+            end_time = yield from self._all_frames(max_frames)
+            self._note_truncation(end_time)
+            return
         long_enough = (self.info.frame_count or 0) >= MIN_FRAMES_FOR_SEEKING
         keyframe_interval_s = _keyframe_interval_s(self.stream, self.info.duration_s) if long_enough else None
         if keyframe_interval_s and _should_seek(self.info, len(targets), keyframe_interval_s):
-            frames = self._by_seeking(targets, keyframe_interval_s)
-            if frames is not None:
-                return frames
+            if (yield from self._by_seeking(targets, keyframe_interval_s)):
+                return
             self._rewind()
-        frames, end_time = self._straight_through(targets)
-        if end_time is not None and self._ended_early(end_time):
-            self.truncated_at = end_time + 1 / (self.info.fps or 25.0)
-            self.truncated_frame_count = self.decoded_count
-            if uniform and len(frames) < len(targets):
-                self._rewind()
-                frames, _ = self._straight_through(uniform_targets(self.truncated_at, len(targets)))
-        return frames
+            yield RESTART
+        taken: list[int] = []
+        end_time = yield from self._straight_through(targets, taken)
+        if self._note_truncation(end_time) and uniform and len(taken) < len(targets):
+            self._rewind()
+            yield RESTART
+            yield from self._straight_through(uniform_targets(self.truncated_at, len(targets)), [])
+
+    def _note_truncation(self, end_time: float | None) -> bool:
+        if end_time is None or not self._ended_early(end_time):
+            return False
+        self.truncated_at = end_time + 1 / (self.info.fps or 25.0)
+        self.truncated_frame_count = self.decoded_count
+        return True
 
     # - modes -
 
-    def _all_frames(self, max_frames: int) -> list[SampledFrame]:
-        frames: list[SampledFrame] = []
+    def _all_frames(self, max_frames: int) -> Iterator[SampledFrame]:
+        """Every frame (at most max_frames; in strict mode more is an error). Returns the last frame's time."""
+        last_time = None
         for index, frame in enumerate(self._frames()):
             if index >= max_frames:
-                break
-            frames.append(self._convert(frame, index, self._time(frame, index)))
-        return frames
+                if self.strict:
+                    _check_frame_budget(self.file, index + 1, max_frames)
+                return None
+            self.decoded_count = index + 1
+            last_time = self._time(frame, index)
+            yield self._convert(frame, index, last_time)
+        return last_time
 
-    def _straight_through(self, targets: list[float]) -> tuple[list[SampledFrame], float | None]:
-        """Decodes up to the last target, keeping for each target the nearer of the frames either side of it.
-        Returns the frames and, when the stream ran out before the last target, the time of its last frame."""
-        chosen: list[SampledFrame] = []
+    def _straight_through(self, targets: list[float], taken: list[int]) -> Iterator[SampledFrame]:
+        """Decodes up to the last target, yielding for each target the nearer of the frames either side of
+        it (their indices appended to `taken`). Returns, when the stream ran out before the last target,
+        the time of its last frame (else None)."""
         last_taken = -1
         previous: tuple[av.VideoFrame, int, float] | None = None
         pending = 0
@@ -374,40 +446,44 @@ class _Sampler:
             while pending < len(targets) and now >= targets[pending]:
                 target = targets[pending]
                 if previous and previous[1] > last_taken and target - previous[2] <= now - target:
-                    chosen.append(self._convert(*previous))
+                    chosen = self._convert(*previous)
                 elif index > last_taken:
-                    chosen.append(self._convert(frame, index, now))
+                    chosen = self._convert(frame, index, now)
                 else:
                     break  # this frame is taken already: the target waits for the next one
-                last_taken = chosen[-1].index
+                last_taken = chosen.index
+                taken.append(chosen.index)
+                yield chosen
                 pending += 1
             if pending == len(targets):
-                return chosen, None
+                return None
             previous = (frame, index, now)
         if previous and previous[1] > last_taken:
-            chosen.append(self._convert(*previous))  # targets past the last frame get the last frame once
-        return chosen, last_time
+            taken.append(previous[1])
+            yield self._convert(*previous)  # targets past the last frame get the last frame once
+        return last_time
 
-    def _by_seeking(self, targets: list[float], keyframe_interval_s: float) -> list[SampledFrame] | None:
+    def _by_seeking(self, targets: list[float], keyframe_interval_s: float) -> Iterator[SampledFrame]:
         """Per target: seek to the keyframe before it and decode forward to it, unless the target is close
-        enough ahead that decoding on from the current position is cheaper. None if seeking fails."""
+        enough ahead that decoding on from the current position is cheaper. Returns False if seeking
+        fails (the frames yielded so far are then to be dropped)."""
         fps = self.info.fps or 25.0
         skip_limit_s = (keyframe_interval_s * fps / 2 + SEEK_OVERHEAD_FRAMES) / fps
-        chosen: list[SampledFrame] = []
         frames: Iterator[tuple[av.VideoFrame, int, float]] | None = None
         position = -math.inf  # time of the last frame taken from `frames`
         held = None  # a frame read past the previous target, still a candidate for the next one
+        last_index = -1
         for target in targets:
             if frames is None or target - position > skip_limit_s:
                 frames, held = self._seek(target, fps), None
                 if frames is None:
-                    return None
-            last_index = chosen[-1].index if chosen else -1
+                    return False
             picked, held, position = self._pick(frames, held, target, fps, last_index)
             if picked is None:
-                return None
-            chosen.append(picked)
-        return chosen
+                return False
+            last_index = picked.index
+            yield picked
+        return True
 
     def _seek(self, target: float, fps: float) -> Iterator[tuple[av.VideoFrame, int, float]] | None:
         stream = self.stream

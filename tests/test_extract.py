@@ -247,6 +247,9 @@ class _StubDetector:
     def detect_batch(self, images):
         return [_Found([[5, 5, 25, 25], [50, 10, 90, 50], [0, 0, 4, 4]], [0.99, 0.98, 0.99]) for _ in images]
 
+    def detect_video(self, images, full_every=1):
+        return self.detect_batch(images)
+
 
 def test_face_extractor_boxes_scale_and_tracks(tmp_path, monkeypatch):
     import sys

@@ -184,3 +184,31 @@ def copy_without_permission(source: str | Path, target: str | Path) -> Path:
     shutil.copy(source, target)
     target.chmod(0)
     return target
+
+
+def write_rotated_copy(source: str | Path, path: str | Path, rotation: int, n_frames: int = 40,
+                       crop_x: tuple[int, int] | None = None) -> Path:
+    """Re-encodes the first frames of `source` stored sideways, as a phone does: each frame turned
+    counter-clockwise by `rotation` degrees, with a display matrix telling players to turn it `rotation`
+    degrees clockwise to show it upright. `crop_x` keeps a column range first (a non-square frame)."""
+    path = Path(path)
+    with av.open(str(source)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(format="rgb24")
+            frames.append(image[:, crop_x[0]:crop_x[1]] if crop_x else image)
+            if len(frames) == n_frames:
+                break
+    turns = rotation // 90
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        coded = np.ascontiguousarray(np.rot90(frames[0], k=turns))
+        stream.width, stream.height, stream.pix_fmt = coded.shape[1], coded.shape[0], "yuv420p"
+        stream.set_display_rotation(-rotation)  # FFmpeg's angle is counter-clockwise
+        for image in frames:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(image, k=turns)), format="rgb24")
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

@@ -18,8 +18,9 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    from dfscan.console import fail  # noqa: PLC0415 - the one error printer
+
+    return fail(message, code)
 
 
 def default_out_dir(dataset: str, root: Path, compression: str) -> Path:

@@ -24,8 +24,9 @@ TORCH_MISSING = "training needs torch: pip install 'dfscan[train]'"
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    from dfscan.console import fail  # noqa: PLC0415 - the one error printer
+
+    return fail(message, code)
 
 
 def _need_torch() -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from dfscan.errors import ModelError
+from dfscan.settings import AGGREGATIONS, check_manifest
 
 BUNDLE_FORMAT = "dfscan-bundle/1"
 MANIFEST_NAME = "manifest.json"
-AGGREGATIONS = ("mean", "median", "max", "topk")
+__all__ = ["AGGREGATIONS", "Manifest", "load_manifest", "write_bundle"]
 
 
 @dataclass
@@ -75,22 +76,12 @@ class Manifest:
         return manifest
 
     def validate(self) -> None:
-        pre = self.preprocess
-        if pre.input_size < 16 or pre.input_size > 1024:
-            raise ModelError(f"manifest input_size {pre.input_size} out of range")
-        if len(pre.mean) != 3 or len(pre.std) != 3 or any(s <= 0 for s in pre.std):
-            raise ModelError("manifest mean/std must be three numbers, std > 0")
-        if not -0.5 < pre.crop_margin <= 2.0:  # negative: tighter than the detector box (DFDC-style crops)
-            raise ModelError(f"manifest crop_margin {pre.crop_margin} out of range")
-        if self.scan.aggregation not in AGGREGATIONS:
-            raise ModelError(f"manifest aggregation {self.scan.aggregation!r} not one of {AGGREGATIONS}")
-        if not 0.0 <= self.scan.threshold <= 1.0:
-            raise ModelError(f"manifest threshold {self.scan.threshold} outside [0, 1]")
+        check_manifest(self)  # every value that changes a score: dfscan.settings, the one place
         for role in ("embedder", "classifier"):
-            entry = self.files.get(role)
-            if not entry or "path" not in entry or "sha256" not in entry:
+            entry = self.files.get(role) if isinstance(self.files, dict) else None
+            if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
                 raise ModelError(f"manifest lacks files.{role}.path / sha256")
-            if Path(entry["path"]).name != entry["path"]:
+            if not isinstance(entry["path"], str) or Path(entry["path"]).name != entry["path"]:
                 raise ModelError(f"manifest file path {entry['path']!r} must be a plain file name")
 
 

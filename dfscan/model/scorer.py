@@ -116,20 +116,6 @@ class Scorer:
 
     def resolve_threshold(self, threshold: str | float | None) -> tuple[float, str]:
         """A threshold value and the name it is known by ("manifest", an operating point, or "custom")."""
-        if threshold is None:
-            name = self.manifest.scan.operating_point or "manifest"
-            return float(self.manifest.scan.threshold), name
-        if isinstance(threshold, (int, float)):
-            value = float(threshold)
-        else:
-            points = self.manifest.operating_points
-            if threshold in points:
-                return float(points[threshold]), threshold
-            try:
-                value = float(threshold)
-            except ValueError:
-                names = ", ".join(sorted(points)) or "none in this bundle"
-                raise ValueError(f"unknown threshold {threshold!r}: a number in [0,1] or one of: {names}") from None
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold {value} outside [0, 1]")
-        return value, "custom"
+        from dfscan.settings import resolve_threshold  # noqa: PLC0415
+
+        return resolve_threshold(threshold, self.manifest)

@@ -9,7 +9,11 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from dfscan.results import VideoResult
+from dfscan.inputs import path_key
+from dfscan.outputs import REPORT_INDEX, REPORT_ROWS, atomic_write_text
+from dfscan.results import VideoResult, escape_text, unescape_text
+
+GENERATOR = '<meta name="generator" content="dfscan">'
 
 COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 LABEL_COLOUR = {"FAKE": "#c0392b", "REAL": "#1e8449", "NO_FACE": "#b7950b", "ERROR": "#7d3c98"}
@@ -27,7 +31,8 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;paddi
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text; file names that are not valid UTF-8 are shown with dfscan's lossless escape."""
+    return html.escape(escape_text(str(value)), quote=True)
 
 
 def _score(value: float | None) -> str:
@@ -90,6 +95,8 @@ def _provenance(result: VideoResult) -> str:
             ("container / codec", f"{video.get('container', '')} / {video.get('codec', '')}"),
             ("resolution", f"{video.get('width', '')}x{video.get('height', '')}"), ("fps", video.get("fps", "")),
             ("duration (s)", video.get("duration_s", "")), ("rotation", video.get("rotation", "")),
+            ("truncated", f"yes: {video.get('duration_s')} s decode of {video.get('declared_duration_s')} s declared"
+             if video.get("truncated") else "no"),
             ("model", f"{(result.model or {}).get('name', '')} {(result.model or {}).get('version', '')}"),
             ("model sha256", (result.model or {}).get("sha256", "")), ("provider", result.provider or ""),
             ("threshold", f"{_score(result.threshold)} ({result.threshold_name})"), ("aggregation", result.aggregation),
@@ -109,7 +116,7 @@ def render_video_report(result: VideoResult) -> str:
                            + _thumb_strip(result, track))
     segments = "".join(f"<li>{s['start_s']:.2f}s - {s['end_s']:.2f}s: mean {s['mean_score']:.3f}, "
                        f"max {s['max_score']:.3f} ({s['n_frames']} frames)</li>" for s in result.segments)
-    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dfscan: {_esc(Path(result.path).name)}</title>
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}<title>dfscan: {_esc(Path(result.path).name)}</title>
 <style>{CSS}</style></head><body>
 <h1>{_esc(result.path)}</h1>
 <div><span class="verdict" style="background:{colour}">{_esc(result.label)}</span>
@@ -124,48 +131,74 @@ def render_video_report(result: VideoResult) -> str:
 
 
 def write_video_report(result: VideoResult, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_video_report(result), encoding="utf-8")
-    return path
+    return atomic_write_text(path, render_video_report(result))
 
 
 def _page_name(n: int, result: VideoResult) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(result.path).stem)[:60]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(escape_text(result.path)).stem)[:60]
     return f"{n:05d}_{stem}.html"
 
 
 class ScanReport:
     """A batch report written as the scan goes: each video's page when it finishes (so memory stays flat
-    over thousands of videos), and index.html, sorted by score, rewritten after each video."""
+    over thousands of videos), and index.html, sorted by score, rewritten after each video.
 
-    def __init__(self, out_dir: str | Path):
+    The index rows are also kept in index.jsonl, so a resumed scan (`resume=True`) lists the videos of
+    every earlier run too; a video scanned again replaces its earlier row."""
+
+    def __init__(self, out_dir: str | Path, resume: bool = False):
         self.out_dir = Path(out_dir)
         (self.out_dir / "videos").mkdir(parents=True, exist_ok=True)
-        self._rows: list[tuple[str, float | None, str, str, str]] = []
+        self._rows: dict[str, tuple[str, float | None, str, str, str]] = {}
+        self._pages = 0
+        rows_file = self.out_dir / REPORT_ROWS
+        if resume and rows_file.is_file():
+            self._load(rows_file)
+        elif rows_file.exists():
+            rows_file.unlink()
+        self._rows_fh = open(rows_file, "a", encoding="utf-8")
+
+    def _load(self, rows_file: Path) -> None:
+        for line in rows_file.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                path = unescape_text(row["path"])
+                self._rows[path_key(path)] = (row["label"], row["score"], path, row["reason"], row["page"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a half-written last line from a kill
+        self._pages = len(list((self.out_dir / "videos").glob("*.html")))
 
     def add(self, result: VideoResult) -> None:
-        page = f"videos/{_page_name(len(self._rows), result)}"
+        page = f"videos/{_page_name(self._pages, result)}"
+        self._pages += 1
         write_video_report(result, self.out_dir / page)
-        self._rows.append((result.label, result.score, result.path, result.reason or "", page))
+        row = (result.label, result.score, result.path, result.reason or "", page)
+        self._rows[path_key(result.path)] = row
+        self._rows_fh.write(json.dumps({"label": row[0], "score": row[1], "path": escape_text(row[2]),
+                                        "reason": escape_text(row[3]), "page": page}) + "\n")
+        self._rows_fh.flush()
         self.write_index()
 
     def write_index(self) -> Path:
-        ordered = sorted(self._rows, key=lambda r: (r[1] is None, -(r[1] or 0.0), r[2]))
+        ordered = sorted(self._rows.values(), key=lambda r: (r[1] is None, -(r[1] or 0.0), r[2]))
         rows = "".join(
             f'<tr><td style="color:{LABEL_COLOUR.get(label, "#555")};font-weight:700">{_esc(label)}</td>'
             f'<td>{_score(score)}</td><td><a href="{_esc(page)}">{_esc(path)}</a></td><td>{_esc(reason)}</td></tr>'
             for label, score, path, reason, page in ordered)
-        index = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dfscan scan report</title>
+        index = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}<title>dfscan scan report</title>
 <style>{CSS}</style></head><body><h1>dfscan scan report: {len(ordered)} videos</h1>
 <table><tr><th>verdict</th><th>score</th><th>video</th><th>note</th></tr>{rows}</table></body></html>"""
-        path = self.out_dir / "index.html"
-        path.write_text(index, encoding="utf-8")
-        return path
+        return atomic_write_text(self.out_dir / REPORT_INDEX, index)
+
+    def close(self) -> None:
+        self._rows_fh.close()
 
 
 def write_scan_report(results: Iterable[VideoResult], out_dir: str | Path) -> Path:
     report = ScanReport(out_dir)
-    for result in results:
-        report.add(result)
-    return report.write_index()
+    try:
+        for result in results:
+            report.add(result)
+        return report.write_index()
+    finally:
+        report.close()

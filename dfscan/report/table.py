@@ -8,7 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dfscan.results import VideoResult
+from dfscan.results import VideoResult, escape_text
 
 LABEL_STYLE = {"FAKE": "bold red", "REAL": "bold green", "NO_FACE": "bold yellow", "ERROR": "bold magenta"}
 
@@ -24,7 +24,7 @@ def video_panel(result: VideoResult) -> Panel:
                          if result.threshold is not None else "")
     parts: list = [head]
     if result.reason:
-        parts.append(Text(result.reason, style="dim"))
+        parts.append(Text(escape_text(result.reason), style="dim"))
     if result.tracks:
         table = Table(box=None, pad_edge=False)
         for col in ("track", "faces", "from s", "to s", "score", "label"):
@@ -45,7 +45,7 @@ def video_panel(result: VideoResult) -> Panel:
              f"model {result.model['name']}@{result.model['version']}" if result.model else "",
              result.provider or "", f"{result.timings.get('total_s', 0):.2f}s"]
     parts.append(Text(" · ".join(f for f in facts if f), style="dim"))
-    return Panel(Group(*parts), title=Text(result.path), title_align="left")
+    return Panel(Group(*parts), title=Text(escape_text(result.path)), title_align="left")
 
 
 def summary_table(counts: Counter[str]) -> Table:
@@ -59,8 +59,9 @@ def summary_table(counts: Counter[str]) -> Table:
 
 def result_line(result: VideoResult) -> Text:
     style = LABEL_STYLE.get(result.label, "")
-    tail = f"  {result.reason}" if result.reason else ""
-    return Text.assemble((f"{result.label:<8}", style), f" {_score(result.score):>6}  {result.path}", (tail, "dim"))
+    tail = f"  {escape_text(result.reason)}" if result.reason else ""
+    return Text.assemble((f"{result.label:<8}", style), f" {_score(result.score):>6}  {escape_text(result.path)}",
+                         (tail, "dim"))
 
 
 def print_video(result: VideoResult, console: Console) -> None:

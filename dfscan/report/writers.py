@@ -1,5 +1,7 @@
 """CSV and JSONL result writers for batch scans. Each finished video is written and flushed at once;
-reopening with resume skips videos already written and drops a half-written last line left by a kill."""
+reopening with resume skips videos already written and drops a half-written last line left by a kill.
+Paths are read back through `unescape_text` / `csv_uncell` (the lossless escape of dfscan.results) and
+compared by `path_key` (the resolved path), so a resume that spells the root differently still matches."""
 from __future__ import annotations
 
 import csv
@@ -8,13 +10,15 @@ import os
 from pathlib import Path
 from typing import IO, Protocol
 
-from dfscan.results import CSV_COLUMNS, VideoResult
+from dfscan.inputs import path_key
+from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
 
 
 class ResultWriter(Protocol):
     def write(self, result: VideoResult) -> None: ...
     def close(self) -> None: ...
     def done_paths(self) -> set[str]: ...
+    def done_keys(self) -> set[str]: ...
 
 
 def _drop_partial_last_line(path: Path) -> None:
@@ -39,9 +43,11 @@ class _LineWriter:
         if resume and self.path.exists():
             _drop_partial_last_line(self.path)
             self._done = self._read_done()
+            self._keys: set[str] = set()
             mode = "a"
         else:
             self._done = set()
+            self._keys = set()
             mode = "w"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh: IO[str] = open(self.path, mode, newline="", encoding="utf-8")
@@ -50,7 +56,14 @@ class _LineWriter:
         raise NotImplementedError
 
     def done_paths(self) -> set[str]:
+        """The paths already written, as they were given (original text, escape undone)."""
         return set(self._done)
+
+    def done_keys(self) -> set[str]:
+        """`path_key` of every path already written."""
+        if len(self._keys) != len(self._done):
+            self._keys = {path_key(p) for p in self._done}
+        return self._keys
 
     def _flush(self) -> None:
         self.fh.flush()
@@ -70,11 +83,12 @@ class CsvWriter(_LineWriter):
 
     def _read_done(self) -> set[str]:
         with open(self.path, newline="", encoding="utf-8") as fh:
-            return {row["path"] for row in csv.DictReader(fh) if row.get("path")}
+            return {csv_uncell(row["path"]) for row in csv.DictReader(fh) if row.get("path")}
 
     def write(self, result: VideoResult) -> None:
         self.writer.writerow(result.csv_row())
         self._done.add(result.path)
+        self._keys.add(path_key(result.path))
         self._flush()
 
 
@@ -84,7 +98,7 @@ class JsonlWriter(_LineWriter):
         with open(self.path, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    done.add(json.loads(line)["path"])
+                    done.add(unescape_text(json.loads(line)["path"]))
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue
         return done
@@ -92,4 +106,5 @@ class JsonlWriter(_LineWriter):
     def write(self, result: VideoResult) -> None:
         self.fh.write(result.to_json(indent=None) + "\n")
         self._done.add(result.path)
+        self._keys.add(path_key(result.path))
         self._flush()

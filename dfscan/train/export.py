@@ -86,15 +86,13 @@ def _exceed_rate(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
-    fpr, tpr, _ = roc_curve(labels, scores)
-    eer_i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
+    from dfscan import metrics  # noqa: PLC0415 - the one metrics module: val EER here == eval's EER
     pred = scores >= threshold
-    return {"val_auc": float(roc_auc_score(labels, scores)),
-            "val_eer": float((fpr[eer_i] + 1 - tpr[eer_i]) / 2),
-            "val_ap": float(average_precision_score(labels, scores)),
-            "val_logloss": float(log_loss(labels, np.clip(scores, EPS, 1 - EPS))),
-            "val_brier": float(brier_score_loss(labels, scores)),
+    return {"val_auc": metrics.roc_auc(labels, scores),
+            "val_eer": metrics.equal_error_rate(labels, scores)[0],
+            "val_ap": metrics.average_precision(labels, scores),
+            "val_logloss": metrics.log_loss(labels, scores),
+            "val_brier": metrics.brier(labels, scores),
             "val_accuracy_at_threshold": float(np.mean(pred == labels.astype(bool))),
             "val_frames": int(len(labels))}
 
@@ -233,5 +231,5 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-    return roc_auc_score(labels, scores)
+    from dfscan.metrics import roc_auc  # noqa: PLC0415
+    return roc_auc(labels, scores)

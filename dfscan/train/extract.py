@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from dfscan.faceset import SPLITS, FaceRecord, FaceSetWriter
+from dfscan.inputs import confined
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +280,8 @@ def read_folder(root: str | Path) -> list[VideoItem]:
 
 
 def read_csv(csv_path: str | Path) -> list[VideoItem]:
-    """A CSV `path,label[,split,source]` (`file` for `path` too, as in the shared wild_clips labels);
-    relative paths are relative to the CSV's folder. Rows that name no video file (images) are skipped."""
+    """A CSV `path,label[,split,source]` (`file` for `path` too, as in the shared wild_clips labels); paths
+    are relative to the CSV's folder and must stay inside it. Rows that name no video file (images) are skipped."""
     csv_path = Path(csv_path)
     items: list[VideoItem] = []
     with open(csv_path, newline="", encoding="utf-8") as fh:
@@ -293,7 +294,10 @@ def read_csv(csv_path: str | Path) -> list[VideoItem]:
             raw = row[path_key].strip()
             if Path(raw).suffix.lower() not in VIDEO_EXTENSIONS:
                 continue
-            path = Path(raw) if Path(raw).is_absolute() else csv_path.parent / raw
+            try:
+                path = confined(csv_path.parent, raw)
+            except ValueError as exc:
+                raise ValueError(f"{csv_path}:{line}: {exc}") from None
             try:
                 label = parse_label(row["label"])
             except ValueError as exc:
@@ -351,54 +355,37 @@ def _safe_name(video_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", stem).strip("_") or "video"
 
 
-def _select_faces(frames: list, found: list, settings, max_faces: int, all_tracks: bool) -> list[list]:
-    """Detections per frame (original-frame pixels), largest first, filtered as the scanner does."""
-    from dfscan.faces.tracks import Detection  # noqa: PLC0415
-
-    per_frame: list[list[Detection]] = []
-    for pos, (frame, det) in enumerate(zip(frames, found)):
-        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4) * frame.scale
-        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        keep = [i for i in np.argsort(-sides)
-                if det.scores[i] >= settings.min_confidence and sides[i] >= settings.min_face_size]
-        limit = max_faces if all_tracks else 1
-        per_frame.append([Detection(pos, boxes[i], float(det.scores[i])) for i in keep[:limit]])
-    return per_frame
-
-
 class FaceExtractor:
-    """Detector plus crop settings; `extract(item, writer)` writes one video's faces."""
+    """The face pipeline plus crop settings; `extract(item, writer)` writes one video's faces.
+
+    Faces are found, filtered, tracked and cut by `dfscan.faces.pipeline.FacePipeline`, the code the scanner
+    uses, with the scanner's detector settings: a model trained on these crops sees the same crops when
+    scanning (same size and margin given)."""
 
     def __init__(self, size: int = DEFAULT_SIZE, margin: float = DEFAULT_MARGIN, frames: int = 32,
                  device: str = "auto", max_faces_per_frame: int = 1, all_tracks: bool = False,
                  detector=None):
-        from dfscan.scan import DetectorSettings  # noqa: PLC0415
+        from dfscan.faces.pipeline import FacePipeline  # noqa: PLC0415
+        from dfscan.settings import DetectorSettings  # noqa: PLC0415
 
         self.size, self.margin, self.frames = size, margin, frames
         self.max_faces_per_frame = max(1, max_faces_per_frame)
         self.all_tracks = all_tracks or self.max_faces_per_frame > 1
-        self.settings = DetectorSettings()
-        # the scanner's detector settings, so training crops match scanning crops
-        self.detector = detector if detector is not None else self.settings.build(device)
+        self.settings = DetectorSettings(max_faces_per_frame=self.max_faces_per_frame)
+        self.pipeline = FacePipeline(self.settings, size, margin, device, detector=detector)
+        self.detector = self.pipeline.detector
 
     def crops(self, path: Path) -> list[tuple[np.ndarray, int, int | None, np.ndarray]]:
         """(crop, frame index, track id or None, box in original pixels) for each kept face."""
-        from dfscan.faces.crop import crop_face  # noqa: PLC0415
-        from dfscan.faces.tracks import link_tracks  # noqa: PLC0415
         from dfscan.video import sample_frames  # noqa: PLC0415
 
         _info, frames = sample_frames(path, n=self.frames)
-        found = self.detector.detect_batch([f.image for f in frames]) if frames else []
-        per_frame = _select_faces(frames, found, self.settings, self.max_faces_per_frame, self.all_tracks)
-        if self.all_tracks:
-            owned = [(d, t.track_id) for t in link_tracks(per_frame) for d in t.detections]
-        else:
-            owned = [(d, None) for dets in per_frame for d in dets]
+        owned = [(face, track.track_id if self.all_tracks else None)
+                 for track in self.pipeline.faces(frames) for face in track.faces]
         out = []
-        for det, track in sorted(owned, key=lambda o: (o[0].frame_pos, -1 if o[1] is None else o[1])):
-            frame = frames[det.frame_pos]
-            crop = crop_face(frame.image, det.box / frame.scale, self.size, self.margin)
-            out.append((crop, int(frame.index), track, det.box))
+        for face, track in sorted(owned, key=lambda o: (o[0].detection.frame_pos, -1 if o[1] is None else o[1])):
+            det = face.detection
+            out.append((face.crop, int(frames[det.frame_pos].index), track, det.box))
         return out
 
     def extract(self, item: VideoItem, writer: FaceSetWriter) -> int:

@@ -1,0 +1,63 @@
+"""The one error printer for every command: a user error is one line on stderr and its documented exit
+code; an unexpected error (a bug) is one line, exit 5 (never 1, which means FAKE), and the traceback goes
+to a file named in that line (`dfscan --debug ...` or DFSCAN_DEBUG=1 prints it instead)."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dfscan.errors import EXIT_CRASH, DfscanError
+
+err = Console(stderr=True)
+DEBUG = {"on": os.environ.get("DFSCAN_DEBUG", "") not in ("", "0")}
+
+
+def set_debug(on: bool) -> None:
+    DEBUG["on"] = DEBUG["on"] or on
+
+
+def print_error(message: str) -> None:
+    from dfscan.results import escape_text  # noqa: PLC0415 - file names may hold undecodable bytes
+
+    err.print(f"[bold red]error:[/] {escape(escape_text(message))}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print `message` and return the Exit to raise: `raise fail("...", EXIT_USAGE)`."""
+    print_error(message)
+    return typer.Exit(code)
+
+
+def report_crash(exc: BaseException) -> typer.Exit:
+    """One line naming the error and where its traceback is; exit 5."""
+    text = "".join(traceback.format_exception(exc))
+    what = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if DEBUG["on"]:
+        err.print(text, markup=False, highlight=False)
+        return fail(f"internal error ({what}); this is a bug in dfscan, please report it", EXIT_CRASH)
+    where = _save_traceback(text)
+    return fail(f"internal error ({what}); traceback in {where} (or rerun with dfscan --debug); "
+                "this is a bug in dfscan, please report it", EXIT_CRASH)
+
+
+def _save_traceback(text: str) -> str:
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"dfscan-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        return "(could not be saved)"
+
+
+def exit_for(exc: BaseException) -> typer.Exit:
+    """The Exit for an exception escaping a command."""
+    if isinstance(exc, DfscanError):
+        return fail(exc.message, exc.exit_code)
+    return report_crash(exc)

@@ -1,0 +1,179 @@
+"""Outputs never destroy anything: every path a command will write is checked before any video is read.
+
+Refused (OutputError, exit 2): an output that is one of the inputs; one path named for two outputs; an
+existing file that is not an earlier output of the same kind (unless `overwrite`); a destination that
+cannot be written ("cannot write PATH: reason"). Whole-file outputs are written to a temporary file in
+the same folder and renamed over the target (`atomic_write_text`), so a crash never leaves half a page.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from dfscan.errors import OutputError
+
+KINDS = ("csv", "jsonl", "html", "json", "report")
+HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
+REPORT_INDEX = "index.html"
+REPORT_ROWS = "index.jsonl"
+
+
+@dataclass(frozen=True)
+class Output:
+    option: str   # how the user named it: --csv, --jsonl, --report ...
+    kind: str     # one of KINDS; "report" is a directory
+    path: Path
+
+
+def _key(path: Path | str) -> str:
+    return os.path.realpath(os.path.abspath(os.fsdecode(path)))
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def is_earlier_output(path: Path, kind: str) -> bool:
+    """Whether an existing file is something dfscan wrote of this kind (or empty: nothing to lose)."""
+    try:
+        head = _head(path)
+    except OSError:
+        return False
+    if not head.strip():
+        return True
+    first = head.split(b"\n", 1)[0].strip()
+    if kind == "csv":
+        return first.startswith(b"path,label,")
+    if kind == "html":
+        return any(marker.encode() in head for marker in HTML_MARKERS)
+    if kind in ("jsonl", "json"):
+        try:
+            data = json.loads(_first_line(path) if kind == "jsonl" else path.read_bytes())
+        except (ValueError, OSError):
+            return False
+        return isinstance(data, dict) and {"path", "label", "dfscan_version"} <= data.keys()
+    return False
+
+
+def _first_line(path: Path, limit: int = 1 << 24) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.readline(limit)
+
+
+def _report_files(out_dir: Path) -> list[tuple[Path, str]]:
+    """The files of a report directory a new report would replace, with their kind."""
+    files = [(out_dir / REPORT_INDEX, "html"), (out_dir / REPORT_ROWS, "jsonl_rows")]
+    pages = out_dir / "videos"
+    if pages.is_dir():
+        files.extend((page, "html") for page in sorted(pages.glob("*.html")))
+    return files
+
+
+def _rows_file_ok(path: Path) -> bool:
+    try:
+        first = _head(path).split(b"\n", 1)[0]
+        return not first.strip() or {"path", "label", "page"} <= json.loads(first).keys()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), overwrite: bool = False,
+                  resume: bool = False) -> None:
+    """Raise OutputError unless every output can be written without destroying anything."""
+    outputs = [o for o in outputs if o.path is not None]
+    input_keys = {_key(p) for p in inputs}
+    claimed: dict[str, str] = {}
+    for out in outputs:
+        targets = [out.path / REPORT_INDEX, out.path / REPORT_ROWS] if out.kind == "report" else [out.path]
+        for target in targets:
+            key = _key(target)
+            if key in claimed:
+                raise OutputError(f"{claimed[key]} and {out.option} both name {target}: give each output its own path")
+            claimed[key] = out.option
+        if _key(out.path) in input_keys:
+            raise OutputError(f"{out.option} {out.path} is one of the inputs: it would be overwritten")
+    for out in outputs:
+        if out.kind == "report":
+            _check_report_dir(out, overwrite, input_keys)
+        else:
+            _check_file(out, overwrite, resume and out.kind in ("csv", "jsonl"))
+        _check_writable(out)
+
+
+def _check_file(out: Output, overwrite: bool, appending: bool) -> None:
+    path = out.path
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: is a directory")
+    if not path.exists() and not path.is_symlink():
+        return
+    if is_earlier_output(path, out.kind):
+        return
+    if appending:
+        raise OutputError(f"{out.option} {path} is not an earlier dfscan {out.kind} output: cannot resume into it")
+    if not overwrite:
+        raise OutputError(f"{out.option} {path} exists and is not an earlier dfscan {out.kind} output; "
+                          "give another path, or --overwrite to replace it")
+
+
+def _check_report_dir(out: Output, overwrite: bool, input_keys: set[str]) -> None:
+    path = out.path
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out.option} {path} exists and is not a directory")
+    if not path.is_dir():
+        return
+    for file, kind in _report_files(path):
+        if _key(file) in input_keys:
+            raise OutputError(f"{out.option} would overwrite the input {file}")
+        if not file.exists():
+            continue
+        ok = _rows_file_ok(file) if kind == "jsonl_rows" else is_earlier_output(file, kind)
+        if not ok and not overwrite:
+            raise OutputError(f"{out.option}: {file} exists and is not an earlier dfscan report; "
+                              "give another directory, or --overwrite to replace it")
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(out: Output) -> None:
+    """Probe the destination folder with a real file, so read-only mounts and missing rights show now."""
+    target = out.path if out.kind == "report" else out.path.parent
+    folder = _nearest_existing(target)
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {out.path}: {folder} is not a directory")
+    if out.kind != "report" and out.path.exists() and not os.access(out.path, os.W_OK):
+        raise OutputError(f"cannot write {out.path}: permission denied")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dfscan-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {out.path}: {exc.strerror or exc}") from None
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a whole file so that readers see the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

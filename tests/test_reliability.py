@@ -1,0 +1,392 @@
+"""Issue 10 probes, replayed: nothing lost, no traceback. Bad options and bundles stop before anything is
+written; outputs never overwrite inputs or unrelated files; any file name is written losslessly; a crash
+is exit 5, a dead worker one ERROR row; resume and the report index survive any spelling of the root."""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfscan.cli import app
+from dfscan.results import csv_cell, csv_uncell, escape_text, unescape_text
+from dfscan.settings import ScanSettings
+
+runner = CliRunner()
+BAD_NAME = os.fsdecode(b"clip_\xff\xfe.mp4")  # not valid UTF-8
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def batch(tmp_path, face_video, blank_video) -> Path:
+    """A folder of 4 inputs: a face video, a blank one, one with a non-UTF-8 name, and a broken file."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a.mp4")
+    shutil.copy(blank_video, videos / "b.mp4")
+    shutil.copy(face_video, videos / BAD_NAME)
+    (videos / "=HYPERLINK(x).mp4").write_text("not a video")
+    return videos
+
+
+def _csv_paths(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [csv_uncell(row["path"]) for row in csv.DictReader(fh)]
+
+
+# --- 1. settings: one line, exit 2 or 4, nothing written ------------------------------------------------
+
+@pytest.mark.parametrize("option", [["--threshold", "bogus"], ["--threshold", "2"], ["--threshold", "-1"],
+                                    ["--threshold", "nan"], ["--threshold", "inf"], ["--aggregation", "bogus"],
+                                    ["--min-face", "0"], ["--frames", "0"], ["--fps", "nan"],
+                                    ["--min-track-faces", "0"], ["--detect-side", "0"]])
+def test_bad_option_exits_2_before_writing(batch, bundles, tmp_path, option):
+    keep = tmp_path / "keep.csv"
+    keep.write_text("path,label,score\nearlier.mp4,REAL,0.1\n")
+    before = keep.read_bytes()
+    result = invoke("scan", batch, "--csv", keep, "--jsonl", tmp_path / "new.jsonl", "--workers", "2",
+                    "--model", bundles["neutral"], *option)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert keep.read_bytes() == before and not (tmp_path / "new.jsonl").exists()
+
+
+def _bundle_with(tmp_path: Path, bundles, edit) -> Path:
+    bundle = tmp_path / "edited"
+    shutil.copytree(bundles["neutral"], bundle)
+    data = json.loads((bundle / "manifest.json").read_text())
+    edit(data)
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    return bundle
+
+
+MANIFEST_PROBES = {
+    "temperature -1": lambda m: m.update(calibration={"method": "temperature", "temperature": -1}),
+    "temperature 0": lambda m: m.update(calibration={"method": "temperature", "temperature": 0}),
+    "balanced 5": lambda m: m["operating_points"].update(balanced=5),
+    "top_k 0": lambda m: m["scan"].update(top_k=0),
+    "threshold abc": lambda m: m["scan"].update(threshold="abc"),
+    "frames 0": lambda m: m["scan"].update(frames=0),
+    "aggregation bogus": lambda m: m["scan"].update(aggregation="bogus"),
+    "isotonic unsorted": lambda m: m.update(calibration={"method": "isotonic", "x": [1, 0], "y": [0, 1]}),
+    "files not an object": lambda m: m.update(files=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(MANIFEST_PROBES))
+def test_bad_bundle_exits_4_before_writing(batch, bundles, tmp_path, probe):
+    bundle = _bundle_with(tmp_path, bundles, MANIFEST_PROBES[probe])
+    out = tmp_path / "out.csv"
+    result = invoke("scan", batch, "--csv", out, "--model", bundle)
+    assert result.exit_code == 4, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert not out.exists()
+    assert invoke("check", batch / "a.mp4", "--model", bundle).exit_code == 4
+
+
+def test_check_bad_option_and_bundle(face_video, bundles, tmp_path):
+    report = tmp_path / "r.html"
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "bogus",
+                  "--report", report).exit_code == 2
+    assert not report.exists()
+
+
+# --- 2. outputs never destroy anything ------------------------------------------------------------------
+
+def test_output_that_is_an_input_is_refused(batch, bundles, tmp_path):
+    video = batch / "a.mp4"
+    before = video.read_bytes()
+    for args in (["scan", batch, "--csv", video], ["scan", batch, "--jsonl", video, "--overwrite"],
+                 ["check", video, "--report", video], ["check", video, "--json-file", video, "--overwrite"]):
+        result = invoke(*args, "--model", bundles["neutral"])
+        assert result.exit_code == 2 and "one of the inputs" in result.output, args
+    assert video.read_bytes() == before
+
+
+def test_one_path_for_two_outputs_is_refused(batch, bundles, tmp_path):
+    same = tmp_path / "x.out"
+    result = invoke("scan", batch, "--csv", same, "--jsonl", same, "--model", bundles["neutral"])
+    assert result.exit_code == 2 and "both name" in result.output and not same.exists()
+
+
+def test_unrelated_existing_file_needs_overwrite(batch, bundles, tmp_path):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\nnotes,here\n")
+    refused = invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert notes.read_text() == "my,own\nnotes,here\n"
+    report = tmp_path / "page.html"
+    report.write_text("<html>someone else's page</html>")
+    assert invoke("check", batch / "a.mp4", "--report", report, "--model", bundles["neutral"]).exit_code == 2
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--overwrite").exit_code == 3
+    assert _csv_paths(notes)  # replaced by a dfscan CSV
+    # an earlier output of the same kind may be replaced without --overwrite
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"]).exit_code == 3
+
+
+def test_unwritable_destination_is_named_before_scanning(batch, bundles, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = invoke("scan", batch, "--csv", blocker / "out.csv", "--model", bundles["neutral"])
+    assert result.exit_code == 2 and f"cannot write {blocker / 'out.csv'}" in result.output
+    assert "REAL" not in result.output  # nothing was scanned
+
+
+def test_whole_file_outputs_are_replaced_atomically(face_video, bundles, tmp_path):
+    report, data = tmp_path / "r.html", tmp_path / "r.json"
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--report", report,
+                  "--json-file", data).exit_code in (0, 1)
+    assert json.loads(data.read_text())["path"] == str(face_video)
+    assert 'name="generator" content="dfscan"' in report.read_text()
+    assert invoke("check", face_video, "--model", bundles["neutral"], "--report", report).exit_code in (0, 1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+# --- 3. any file name, losslessly; no spreadsheet formulas ----------------------------------------------
+
+def test_non_utf8_names_get_one_row_each_everywhere(batch, bundles, tmp_path):
+    out_csv, out_jsonl, report = tmp_path / "r.csv", tmp_path / "r.jsonl", tmp_path / "report"
+    result = invoke("scan", batch, "--csv", out_csv, "--jsonl", out_jsonl, "--report", report,
+                    "--model", bundles["neutral"])
+    assert result.exit_code == 3, result.output  # the broken file is an ERROR row
+    expected = sorted(str(p) for p in batch.iterdir())
+    assert sorted(_csv_paths(out_csv)) == expected
+    jsonl = [json.loads(line) for line in out_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert sorted(unescape_text(r["path"]) for r in jsonl) == expected
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert escape_text(str(batch / BAD_NAME)) in index and index.count("<tr>") == 5
+    for row in csv.DictReader(open(out_csv, newline="", encoding="utf-8")):
+        assert not row["path"].startswith(("=", "+", "-", "@")) and not row["reason"].startswith(("=", "@"))
+    check = invoke("check", batch / BAD_NAME, "--model", bundles["neutral"], "--report", tmp_path / "one.html")
+    assert check.exit_code in (0, 1) and "\\xff\\xfe" in (tmp_path / "one.html").read_text(encoding="utf-8")
+
+
+def test_formula_cells_are_neutralised():
+    row = {"path": "=cmd|' /C calc'!A0", "reason": "@SUM(1)", "other": "+1", "dash": "-2"}
+    cells = {k: csv_cell(v) for k, v in row.items()}
+    assert all(c.startswith("'") for c in cells.values())
+    assert {k: csv_uncell(v) for k, v in cells.items()} == row
+
+
+# --- 4. a crash is never FAKE; a dead worker is one row ---------------------------------------------------
+
+def test_unexpected_error_exits_5_with_one_line(face_video, bundles, monkeypatch):
+    import dfscan.outputs
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(dfscan.outputs, "check_outputs", boom)
+    result = invoke("check", face_video, "--model", bundles["neutral"])
+    assert result.exit_code == 5
+    assert result.output.count("error:") == 1 and "simulated bug" in result.output
+    where = result.output.split("traceback in ")[1].split(" ")[0]
+    assert "RuntimeError: simulated bug" in Path(where).read_text()
+    os.unlink(where)
+    debug = invoke("--debug", "check", face_video, "--model", bundles["neutral"])
+    assert debug.exit_code == 5 and "Traceback" in debug.output
+
+
+def test_killed_worker_is_one_error_row_and_the_batch_goes_on(tmp_path, blank_video, bundles):
+    from videos import write_video
+
+    from dfscan.scan import WORKER_NAME, iter_scan
+
+    slow = str(write_video(tmp_path / "slow.mp4", n_frames=48, size=(1280, 720), fps=12))
+    quick = [str(shutil.copy(blank_video, tmp_path / f"q{i}.mp4")) for i in range(5)]
+    paths = [slow, *quick]  # the first worker gets the slow video and is still on it when a quick one ends
+    results = []
+    for result in iter_scan(paths, model=bundles["neutral"], workers=2, settings=ScanSettings(frames=24)):
+        if not results:
+            first = min((p for p in multiprocessing.active_children() if p.name.startswith(WORKER_NAME)),
+                        key=lambda p: int(p.name.rsplit("-", 1)[1]))
+            os.kill(first.pid, signal.SIGKILL)
+        results.append(result)
+    assert sorted(r.path for r in results) == sorted(paths)  # every input exactly one row
+    crashed = [r for r in results if r.error_code == "worker_crash"]
+    assert [r.path for r in crashed] == [slow] and "SIGKILL" in crashed[0].reason and crashed[0].model
+    assert all(r.label != "ERROR" for r in results if r not in crashed)
+
+
+# --- 7. truncated input is flagged ----------------------------------------------------------------------
+
+def test_truncated_file_says_so_in_json_csv_and_report(tmp_path, bundles):
+    from videos import write_truncated
+
+    from dfscan.report.html import render_video_report
+    from dfscan.scan import scan_video
+
+    path = write_truncated(tmp_path / "cut.mp4", keep_fraction=0.5, n_frames=100)
+    result = scan_video(path, model=bundles["neutral"])
+    video = result.to_dict()["video"]
+    assert video["truncated"] is True and video["declared_duration_s"] > video["duration_s"] > 0
+    assert result.csv_row()["truncated"] == "yes" and "truncated" in result.reason
+    assert "truncated</th><td>yes" in render_video_report(result)
+
+
+# --- 8. resume keyed on the resolved path; the index lists every video ----------------------------------
+
+def test_resume_with_another_spelling_and_the_report_index(batch, bundles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, report = Path("r.csv"), Path("report")
+    first = invoke("scan", "videos", "--csv", out, "--report", report, "--model", bundles["neutral"],
+                   "--include", "a.mp4")
+    assert first.exit_code == 0, first.output
+    again = invoke("scan", tmp_path / "videos", "--csv", tmp_path / out, "--report", report, "--resume",
+                   "--model", bundles["neutral"])
+    assert again.exit_code == 3 and "1 of 4 videos already done" in again.output
+    keys = [os.path.realpath(p) for p in _csv_paths(out)]
+    assert sorted(keys) == sorted(os.path.realpath(p) for p in batch.iterdir())  # no duplicates, none missing
+    assert (report / "index.html").read_text(encoding="utf-8").count("<tr>") == 5
+    third = invoke("scan", "videos", "--csv", out, "--report", report, "--resume", "--model", bundles["neutral"])
+    assert third.exit_code == 0 and len(_csv_paths(out)) == 4
+
+
+# --- 9. labels files confined to their folder -----------------------------------------------------------
+
+def test_labels_files_may_not_name_files_outside_their_folder(tmp_path):
+    from dfscan.faceset import FaceSet
+    from dfscan.train.extract import read_csv
+
+    (tmp_path / "set").mkdir()
+    for name in ("../../etc/x.mp4", "/etc/x.mp4", "sub/../../x.mp4"):
+        labels = tmp_path / "set" / "list.csv"
+        labels.write_text(f"path,label\n{name},fake\n")
+        with pytest.raises(ValueError, match="outside"):
+            read_csv(labels)
+        faces = tmp_path / "set" / "labels.csv"
+        faces.write_text(f"file,label,split,source,video,width,height\n{name},fake,val,s,v,1,1\n")
+        with pytest.raises(ValueError, match="outside"):
+            FaceSet.load(tmp_path / "set")
+    labels.write_text("path,label\nsub/ok.mp4,real\n")
+    assert read_csv(labels)[0].path == tmp_path / "set" / "sub" / "ok.mp4"
+
+
+def test_eval_with_labels_outside_is_one_line_exit_2(tmp_path, bundles):
+    labels = tmp_path / "list.csv"
+    labels.write_text("path,label\n../outside.mp4,fake\n")
+    result = invoke("eval", labels, "--model", bundles["neutral"])
+    assert result.exit_code == 2 and "outside" in result.output and "Traceback" not in result.output
+
+
+# --- 11. one face pipeline: the crops the model is shown are the crops extract writes --------------------
+
+def test_scanner_and_extract_cut_the_same_pixels(real_clips):
+    import numpy as np
+
+    from dfscan.scan import Scanner
+    from dfscan.train.extract import FaceExtractor
+
+    clip = real_clips / "talking_d0.mp4"
+    scanner = Scanner(device="cpu")
+    fed: list[np.ndarray] = []
+    score = scanner.scorer.score_crops
+    scanner.scorer.score_crops = lambda crops: (fed.append(crops.copy()), score(crops))[1]
+    result = scanner.scan(clip, ScanSettings(frames=8))
+    assert result.label in ("REAL", "FAKE") and fed
+    model_input = np.concatenate(fed)
+    extractor = FaceExtractor(size=scanner.scorer.input_size, margin=scanner.scorer.crop_margin, frames=8,
+                              max_faces_per_frame=scanner.detector_settings.max_faces_per_frame)
+    written = extractor.crops(clip)
+    scanned_frames = [o.frame_index for t in result.tracks for o in t.observations]
+    assert [frame for _, frame, _, _ in written] == sorted(scanned_frames)
+    assert len(written) == len(model_input) >= 6
+    for (crop, *_), shown in zip(written, model_input):
+        assert crop.dtype == shown.dtype and np.array_equal(crop, shown)
+
+
+# --- 10. metrics in numpy, equal to scikit-learn's; eval needs no scikit-learn ---------------------------
+
+def test_numpy_metrics_match_sklearn():
+    import numpy as np
+    skm = pytest.importorskip("sklearn.metrics")
+
+    from dfscan import metrics
+
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 50, 400):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        p = np.round(rng.random(n), 2)  # ties on purpose
+        fpr, tpr, thr = metrics.roc_curve(y, p)
+        sk_fpr, sk_tpr, sk_thr = skm.roc_curve(y, p)
+        assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr) and np.allclose(thr[1:], sk_thr[1:])
+        assert metrics.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+        assert metrics.average_precision(y, p) == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
+        assert metrics.log_loss(y, p) == pytest.approx(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)), abs=1e-9)
+        assert metrics.brier(y, p) == pytest.approx(skm.brier_score_loss(y, p), abs=1e-12)
+        got = metrics.threshold_metrics(y, p, 0.5)
+        assert got["f1"] == pytest.approx(skm.f1_score(y, p >= 0.5, zero_division=0))
+
+
+def test_eval_metrics_run_without_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "from dfscan.evaluate import binary_metrics\n"
+            "m = binary_metrics([0, 1, 0, 1], [0.1, 0.9, 0.4, 0.35])\n"
+            "assert m['auc'] == 0.75 and m['eer'] is not None, m\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+# --- 6. upright video: the display matrix is applied before detection -----------------------------------
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_real_clip_is_scanned_upright(real_clips, tmp_path, bundles, rotation):
+    import numpy as np
+    from videos import write_rotated_copy
+
+    from dfscan.scan import scan_video
+    from dfscan.video import sample_frames
+
+    clip = real_clips / "talking_d0.mp4"
+    upright = write_rotated_copy(clip, tmp_path / "upright.mp4", 0, crop_x=(64, 448))
+    turned = write_rotated_copy(clip, tmp_path / f"r{rotation}.mp4", rotation, crop_x=(64, 448))
+    info, frames = sample_frames(turned, n=4)
+    _, reference = sample_frames(upright, n=4)
+    assert info.rotation == rotation and (info.width, info.height) == (384, 512)
+    for got, want in zip(frames, reference):
+        assert got.image.shape == want.image.shape
+        assert np.abs(got.image.astype(int) - want.image.astype(int)).mean() < 5  # codec noise only
+    result = scan_video(turned, model=bundles["neutral"], frames=8)
+    assert result.video["rotation"] == rotation
+    assert sum(1 for f in result.frames if f["n_faces"]) == 8  # a face in every sampled frame
+
+
+def test_parser_errors_stay_usage_errors(face_video):
+    for args in (["check", face_video, "-q"], ["scan", "--bogus"], ["train", "nosuchrecipe"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "internal error" not in result.output, args
+
+
+# --- 5. bounded memory: frames stream through in chunks; past the budget the row is too_large ------------
+
+def test_every_frame_streams_and_the_budget_is_an_error_row(face_video, bundles):
+    from dfscan.errors import ResourceLimitError
+    from dfscan.video import RESTART, stream_frames
+
+    with stream_frames(face_video, n=None) as stream:
+        seen = [f.index for f in stream if f is not RESTART]
+    assert seen == list(range(40))
+    with pytest.raises(ResourceLimitError, match="over the limit"):
+        with stream_frames(face_video, n=None, max_frames=10, strict=True) as stream:
+            list(stream)
+    import dfscan.scan
+
+    original = dfscan.scan.MAX_FRAMES
+    dfscan.scan.MAX_FRAMES = 10
+    try:
+        result = dfscan.scan.scan_video(face_video, model=bundles["neutral"], all_frames=True)
+    finally:
+        dfscan.scan.MAX_FRAMES = original
+    assert result.label == "ERROR" and result.error_code == "too_large"
