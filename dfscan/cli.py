@@ -197,6 +197,7 @@ def scan(
     (and none was FAKE), 4: setup problem, 5: internal error."""
     from dfscan.inputs import VIDEO_PATTERNS, list_inputs, path_key  # noqa: PLC0415
     from dfscan.outputs import Output  # noqa: PLC0415
+    from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
     from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
     from dfscan.results import VideoResult  # noqa: PLC0415
@@ -229,6 +230,8 @@ def scan(
     todo = [f for f in found if path_key(f.path) not in done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
                 for f in todo if f.problem]
+    for problem in problems:
+        attach_likelihood_ratios(problem, None)
     paths = [f.path for f in todo if not f.problem]
     if resume and done:
         err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done", highlight=False)
@@ -355,7 +358,7 @@ def version() -> None:
 def _mount_commands() -> None:
     """Commands written in their own modules (training, extraction, evaluation). None of them imports
     torch or sklearn at import time, so `check` and `scan` keep working without the [train] extra."""
-    from dfscan.commands.data import eval_command, extract_command  # noqa: PLC0415
+    from dfscan.commands.data import calibrate_lr_command, eval_command, extract_command  # noqa: PLC0415
     from dfscan.commands.faces import sbi_command  # noqa: PLC0415
     from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
 
@@ -364,6 +367,7 @@ def _mount_commands() -> None:
     app.command("extract")(extract_command)
     app.command("sbi")(sbi_command)
     app.command("eval")(eval_command)
+    app.command("calibrate-lr")(calibrate_lr_command)
 
 
 _mount_commands()

@@ -75,6 +75,7 @@ class ScoreItem:
     status: str = "ok"           # ok | NO_FACE | ERROR
     reason: str | None = None
     track: int | None = None     # face track within `video`, when the face set records it
+    source: str | None = None    # the real video the face comes from (cross-validation groups)
 
 
 @dataclass
@@ -89,6 +90,8 @@ class EvalResult:
     frame: dict[str, Any] | None = None
     video: dict[str, Any] | None = None
     unscored: dict[str, int] = field(default_factory=dict)   # status -> count (NO_FACE, ERROR)
+    likelihood_ratio: dict[str, Any] | None = None           # dfscan.eval_report.lr_summary
+    groups: dict[str, Any] | None = None                     # dfscan.eval_report.group_metrics, by --group-by
     items: list[ScoreItem] = field(default_factory=list)
 
     def to_dict(self, with_items: bool = False) -> dict[str, Any]:
@@ -138,7 +141,7 @@ def video_items(frame_items: Sequence[ScoreItem], rule: str, top_k: int) -> list
             groups[item.video or item.id].append(item)
     return [
         ScoreItem(id=video, label="fake" if any(i.label == "fake" for i in rows) else "real",
-                  score=video_score(rows, rule, top_k), level="video", video=video)
+                  score=video_score(rows, rule, top_k), level="video", video=video, source=rows[0].source)
         for video, rows in groups.items()
     ]
 
@@ -178,7 +181,7 @@ def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = 
         crops = np.stack([_load_crop(face_set.image_path(r), size) for r in batch])
         for record, score in zip(batch, scorer.score_crops(crops)):
             items.append(ScoreItem(record.file, record.label, float(score), "frame", record.video,
-                                   track=record.track))
+                                   track=record.track, source=record.source))
         if progress:
             progress(min(start + batch_size, len(records)), len(records))
     videos = video_items(items, scan.aggregation, scan.top_k)

@@ -79,6 +79,11 @@ def _fmt(value: Any) -> str:
     return f"{float(value):.3f}"
 
 
+def _lr_cell(record: dict[str, Any] | None, key: str) -> str:
+    value = (record or {}).get(key)
+    return "" if value is None else f"{float(value):.6g}"
+
+
 @dataclass
 class FaceObservation:
     frame_index: int
@@ -94,6 +99,8 @@ class TrackResult:
     score: float | None       # aggregated over the track's faces; None when too short to judge
     label: str                # FAKE | REAL | SHORT (too few faces to drive the verdict)
     observations: list[FaceObservation]
+    # dfscan.likelihood.likelihood_ratio: lr, log10, verbal, bounds, calibration_set (None values + reason if absent)
+    likelihood_ratio: dict[str, Any] | None = None
 
     @property
     def n_faces(self) -> int:
@@ -118,6 +125,7 @@ class VideoResult:
     provider: str | None = None             # onnxruntime execution provider
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    likelihood_ratio: dict[str, Any] | None = None  # as TrackResult's, for the most suspicious track's score
     dfscan_version: str = __version__
     # JPEG face crops keyed "track_id:frame_index", kept only when asked for (HTML reports); never serialised.
     thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
@@ -182,6 +190,8 @@ class VideoResult:
             "reason": self.reason or "",
             "seconds": _fmt(self.timings.get("total_s")),
             "dfscan_version": self.dfscan_version,
+            "lr": _lr_cell(self.likelihood_ratio, "lr"),
+            "log10_lr": _lr_cell(self.likelihood_ratio, "log10"),
         }
 
 

@@ -21,6 +21,7 @@ from dfscan import verdict
 from dfscan.errors import DfscanError
 from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline
 from dfscan.faces.tracks import Detection, Track
+from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.model.manifest import sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
 from dfscan.settings import MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
@@ -73,6 +74,7 @@ class Scanner:
             result = self.failed(path, "too_large", "out of memory while decoding", settings)
         except Exception as exc:  # noqa: BLE001 - one bad file must never end a batch
             result = self.failed(path, "internal", f"{type(exc).__name__}: {exc}".splitlines()[0], settings)
+        attach_likelihood_ratios(result, self.scorer.manifest.likelihood_ratio)
         result.timings["total_s"] = round(time.perf_counter() - started, 4)
         return result
 
@@ -104,6 +106,7 @@ class Scanner:
         """An ERROR row with this scanner's provenance."""
         result = self._base_result(path, self.resolve(settings))
         result.label, result.error_code, result.reason, result.score = verdict.ERROR, code, reason, None
+        attach_likelihood_ratios(result, self.scorer.manifest.likelihood_ratio)  # none, with the reason
         return result
 
     def _scan(self, path: Path, settings: ScanSettings) -> VideoResult:

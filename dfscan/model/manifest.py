@@ -50,6 +50,8 @@ class Manifest:
     # {"method": "temperature", "temperature": T} or {"method": "isotonic", "x": [...], "y": [...]}; None = raw
     calibration: dict[str, Any] | None = None
     operating_points: dict[str, float] = field(default_factory=dict)
+    # score -> likelihood ratio (dfscan.likelihood); None in bundles made before it existed
+    likelihood_ratio: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
@@ -77,6 +79,13 @@ class Manifest:
 
     def validate(self) -> None:
         check_manifest(self)  # every value that changes a score: dfscan.settings, the one place
+        if self.likelihood_ratio is not None:
+            from dfscan.likelihood import check_calibration  # noqa: PLC0415
+
+            try:
+                check_calibration(self.likelihood_ratio)
+            except ValueError as exc:
+                raise ModelError(f"manifest {exc}") from None
         for role in ("embedder", "classifier"):
             entry = self.files.get(role) if isinstance(self.files, dict) else None
             if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from dfscan.likelihood import explanation, format_lr
 from dfscan.inputs import path_key
 from dfscan.outputs import REPORT_INDEX, REPORT_ROWS, atomic_write_text
 from dfscan.results import VideoResult, escape_text, unescape_text
@@ -107,12 +108,18 @@ def _provenance(result: VideoResult) -> str:
             f"<h3>Settings</h3><pre>{_esc(json.dumps(result.settings, indent=2))}</pre>")
 
 
+def _lr_section(result: VideoResult) -> str:
+    return "".join(f"<p>{_esc(paragraph)}</p>" for paragraph in explanation(result.likelihood_ratio))
+
+
 def render_video_report(result: VideoResult) -> str:
     colour = LABEL_COLOUR.get(result.label, "#555")
     tracks_html = []
     for i, track in enumerate(sorted(range(len(result.tracks)), key=lambda k: -(result.tracks[k].score or -1))):
         t = result.tracks[track]
-        tracks_html.append(f"<h3>Face track {t.track_id}: {t.label}, score {_score(t.score)}, {t.n_faces} faces</h3>"
+        lr = format_lr((t.likelihood_ratio or {}).get("lr"))
+        tracks_html.append(f"<h3>Face track {t.track_id}: {t.label}, score {_score(t.score)}, LR {lr}, "
+                           f"{t.n_faces} faces</h3>"
                            + _thumb_strip(result, track))
     segments = "".join(f"<li>{s['start_s']:.2f}s - {s['end_s']:.2f}s: mean {s['mean_score']:.3f}, "
                        f"max {s['max_score']:.3f} ({s['n_frames']} frames)</li>" for s in result.segments)
@@ -123,6 +130,7 @@ def render_video_report(result: VideoResult) -> str:
 <span class="score">score {_score(result.score)}</span>
 <span class="muted"> threshold {_score(result.threshold)} ({_esc(result.threshold_name)})</span></div>
 {f'<p class="reason">{_esc(result.reason)}</p>' if result.reason else ''}
+<h2>Strength of evidence: likelihood ratio</h2><div class="lr">{_lr_section(result)}</div>
 <h2>Timeline</h2>{timeline_svg(result) if result.frames else '<p class="muted">no frames</p>'}
 <h2>Suspicious segments</h2>{f'<ul>{segments}</ul>' if segments else '<p class="muted">none above the threshold</p>'}
 <h2>Faces</h2>{''.join(tracks_html) or '<p class="muted">no face tracks</p>'}

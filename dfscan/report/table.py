@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dfscan.likelihood import format_lr, summary_line
 from dfscan.results import VideoResult, escape_text
 
 LABEL_STYLE = {"FAKE": "bold red", "REAL": "bold green", "NO_FACE": "bold yellow", "ERROR": "bold magenta"}
@@ -25,14 +26,18 @@ def video_panel(result: VideoResult) -> Panel:
     parts: list = [head]
     if result.reason:
         parts.append(Text(escape_text(result.reason), style="dim"))
+    parts.append(Text(summary_line(result.likelihood_ratio), style="bold" if result.score is not None else "dim"))
+    if (result.likelihood_ratio or {}).get("calibration_set"):
+        parts.append(Text(f"LR calibrated on: {result.likelihood_ratio['calibration_set']}", style="dim"))
     if result.tracks:
         table = Table(box=None, pad_edge=False)
-        for col in ("track", "faces", "from s", "to s", "score", "label"):
+        for col in ("track", "faces", "from s", "to s", "score", "LR", "label"):
             table.add_column(col, justify="right" if col not in ("label",) else "left")
         for track in sorted(result.tracks, key=lambda t: -(t.score or -1)):
             obs = track.observations
             table.add_row(str(track.track_id), str(track.n_faces), f"{obs[0].timestamp:.2f}",
                           f"{obs[-1].timestamp:.2f}", _score(track.score),
+                          format_lr((track.likelihood_ratio or {}).get("lr")),
                           Text(track.label, style=LABEL_STYLE.get(track.label, "dim")))
         parts.append(table)
     if result.segments:

@@ -76,7 +76,9 @@ class _LineWriter:
 class CsvWriter(_LineWriter):
     def __init__(self, path: str | Path, resume: bool = False):
         super().__init__(path, resume)
-        self.writer = csv.DictWriter(self.fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        # resuming a CSV an older dfscan began: keep its columns, so appended rows line up with its header
+        columns = self._existing_header() if self.fh.tell() else None
+        self.writer = csv.DictWriter(self.fh, fieldnames=columns or CSV_COLUMNS, extrasaction="ignore")
         if self.fh.tell() == 0:
             self.writer.writeheader()
             self._flush()
@@ -84,6 +86,10 @@ class CsvWriter(_LineWriter):
     def _read_done(self) -> set[str]:
         with open(self.path, newline="", encoding="utf-8") as fh:
             return {csv_uncell(row["path"]) for row in csv.DictReader(fh) if row.get("path")}
+
+    def _existing_header(self) -> list[str] | None:
+        with open(self.path, newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), None)
 
     def write(self, result: VideoResult) -> None:
         self.writer.writerow(result.csv_row())

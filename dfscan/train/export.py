@@ -212,6 +212,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
                               operating_point=default_point),
             calibration={"method": "temperature", "temperature": t},
             operating_points=ops,
+            likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset")),
             training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
                       "data": cfg.get("dataset"), "train_images": ckpt.get("metrics", {}).get("train_images"),
                       "epochs_run": ckpt.get("loop", {}).get("epoch"),
@@ -228,6 +229,17 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
             license=license_text or f"{DFDC_LICENSE} Pretrained backbone: {ckpt.get('backbone_license', '')}.",
         )
         return write_bundle(out_dir, emb_path, cls_path, manifest)
+
+
+def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any) -> dict[str, Any] | None:
+    """The score -> LR calibration on the same val frame scores (None, with a warning, without lir)."""
+    from dfscan.likelihood import fit_lr_calibration  # noqa: PLC0415
+    population = f"val split of the training face set {Path(str(data)).name if data else '(unknown)'}"
+    try:
+        return fit_lr_calibration(calibrated, labels, population, level="frame")
+    except RuntimeError as exc:
+        print(f"warning: no likelihood-ratio calibration in the bundle: {exc}")
+        return None
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
