@@ -1,6 +1,8 @@
 """Export pieces that need no data: temperature calibration, operating points, ONNX parity, manifest."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,10 @@ def test_bundle_from_checkpoint_round_trips(tmp_path, recipe):
     assert manifest.scan.threshold == pytest.approx(manifest.operating_points["balanced"])
     assert manifest.metrics["onnx_parity_max_abs_diff"] <= ex.PARITY_TOL
     assert "research use only" in manifest.license
+    if manifest.likelihood_ratio is not None or importlib.util.find_spec("lir"):  # LR calibration needs lir
+        cal_set = manifest.likelihood_ratio["calibration_set"]
+        assert cal_set["n_real"] + cal_set["n_fake"] == 200 and "absent" in cal_set["population"]
+        assert manifest.likelihood_ratio["bounds"][0] <= 0 <= manifest.likelihood_ratio["bounds"][1]
 
     import onnxruntime as ort
     sess = ort.InferenceSession(str(bundle / "embedder.onnx"), providers=["CPUExecutionProvider"])

@@ -70,8 +70,9 @@ class Chart:
 
     def svg(self) -> str:
         plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-        out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{_esc(self.title)}" width="{WIDTH}" '
+        out = [f'<svg role="img" aria-label="{_esc(self.title)}" width="{WIDTH}" '
                f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif">',
+               f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>',
                f'<text x="{WIDTH / 2}" y="18" font-size="13" text-anchor="middle">{_esc(self.title)}</text>',
                f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#bbb"/>']
         for i in range(6):
@@ -221,7 +222,9 @@ def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str,
     for level, (scores, labels) in levels.items():
         charts[f"histogram_{level}"] = histogram_chart(level, scores, labels)
     for name, chart in charts.items():
-        (out_dir / f"{name}.svg").write_text(chart.svg(), encoding="utf-8")
+        # a standalone SVG file needs its namespace; inline in HTML it needs none (and the page names no URL)
+        standalone = chart.svg().replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+        (out_dir / f"{name}.svg").write_text(standalone, encoding="utf-8")
     model = result.model or {}
     sections = [
         f"<h1>dfscan eval: {_esc(result.data)} [{_esc(result.split or 'all')}]</h1>",
