@@ -226,6 +226,8 @@ def evaluate_videos(model: str | Path | None, folder_or_csv: str | Path, split: 
     for done, video in enumerate(videos, start=1):
         result = scan_video(video.path, model=model, device=device, threshold=threshold, frames=frames)
         new = _video_result_items(video.video or str(video.path), video.label, result)
+        for item in new:
+            item.source = video.source
         if new[0].status != "ok":
             unscored[new[0].status] += 1
         if described is None and result.model:

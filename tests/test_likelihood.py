@@ -307,3 +307,16 @@ def test_eval_reports_cllr_groups_and_a_self_contained_page(lr_bundle, tmp_path)
     assert entry["level"] == "frame" and entry["calibration_set"]["n_fake"] == 12
     missing = runner.invoke(app, ["eval", str(face_set), "--model", str(lr_bundle), "--group-by", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+def test_scanning_with_an_lr_bundle_imports_no_lir_sklearn_or_torch(lr_bundle, face_video):
+    import subprocess
+    import sys
+
+    code = ("import sys, dfscan\n"
+            f"r = dfscan.scan_video({str(face_video)!r}, model={str(lr_bundle)!r})\n"
+            "assert r.likelihood_ratio['lr'] is not None, r.likelihood_ratio\n"
+            "heavy = sorted(m for m in ('lir', 'sklearn', 'torch', 'scipy') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
