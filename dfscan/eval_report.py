@@ -69,6 +69,23 @@ def lr_summary(lrs: dict[str, dict[str, Any]], bundle_lr: dict[str, Any] | None,
     return summary
 
 
+def add_lr_and_groups(result: Any, manifest: Any, folds: int = CV_FOLDS, group_lookup: dict[str, str] | None = None,
+                      group_column: str | None = None) -> dict[str, dict[str, Any]]:
+    """Give an EvalResult its likelihood-ratio summary and, with a group lookup (`read_group_column`), its
+    per-group figures at the bundle's operating points (and the threshold used). Returns the per-level
+    log10 LRs, which the report's Tippett plots draw."""
+    bundle_lr = manifest.likelihood_ratio
+    lrs = {level: level_log10_lrs(result.items, level, bundle_lr, folds) for level in LEVELS}
+    result.likelihood_ratio = lr_summary(lrs, bundle_lr, folds)
+    if group_lookup is not None:
+        thresholds = dict(manifest.operating_points)
+        if result.threshold is not None:
+            thresholds.setdefault(result.threshold_name or "threshold", result.threshold)
+        result.groups = {"column": group_column, "thresholds": thresholds,
+                         "levels": group_metrics(result.items, group_lookup, thresholds)}
+    return lrs
+
+
 # --- per group -------------------------------------------------------------------------------------------
 
 def read_group_column(data: str | Path, column: str) -> dict[str, str]:

@@ -117,13 +117,25 @@ def eval_command(
 ) -> None:
     """Measure a model bundle on a face set (frame and video level) or on labelled videos (full scan),
     with likelihood-ratio figures (Cllr, Cllr_min, Cllr_cal)."""
+    from dfscan.eval_report import add_lr_and_groups, read_group_column  # noqa: PLC0415
     from dfscan.evaluate import evaluate_faceset, evaluate_videos, render_table, write_scores_jsonl  # noqa: PLC0415
+    from dfscan.model.manifest import load_manifest  # noqa: PLC0415
+    from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
 
     if not data.exists():
         raise _fail(f"{data} does not exist")
     split_arg = None if split == "all" else split
     if split_arg not in (None, "train", "val", "test"):
         raise _fail(f"--split must be train, val, test or all, not {split!r}")
+    if folds < 2:
+        raise _fail("--lr-folds must be at least 2")
+    try:
+        manifest = load_manifest(model or default_bundle_path(), verify=False)
+        lookup = read_group_column(data, group_by) if group_by else None
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     try:
         if _is_face_set(data):
             from dfscan.model.scorer import Scorer  # noqa: PLC0415
@@ -135,18 +147,14 @@ def eval_command(
         raise _fail(exc.message, exc.exit_code) from None
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    if folds < 2:
-        raise _fail("--lr-folds must be at least 2")
-    try:
-        lrs, groups = _lr_and_groups(result, model, data, group_by, folds)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    lrs = add_lr_and_groups(result, manifest, folds, lookup, group_by)
+    groups = (result.groups or {}).get("levels")
     if scores:
         write_scores_jsonl(scores, result.items)
     if report:
         from dfscan.report.eval_page import write_eval_report  # noqa: PLC0415
 
-        page = write_eval_report(report, result, lrs, result.likelihood_ratio, groups, group_by)
+        page = write_eval_report(report, result, lrs)
     if json_out:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
@@ -160,26 +168,6 @@ def eval_command(
             out.print(f"scores: {scores}", highlight=False)
         if report:
             out.print(f"report: {page}", highlight=False)
-
-
-def _lr_and_groups(result, model: Optional[Path], data: Path, group_by: Optional[str], folds: int):
-    """Attach the likelihood-ratio summary (and per-group figures) to an EvalResult; return the per-level
-    log10 LRs for the report's figures and the group figures."""
-    from dfscan.eval_report import group_metrics, level_log10_lrs, lr_summary, read_group_column  # noqa: PLC0415
-    from dfscan.model.manifest import load_manifest  # noqa: PLC0415
-    from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
-
-    manifest = load_manifest(model or default_bundle_path(), verify=False)
-    lrs = {level: level_log10_lrs(result.items, level, manifest.likelihood_ratio, folds) for level in ("frame", "video")}
-    result.likelihood_ratio = lr_summary(lrs, manifest.likelihood_ratio, folds)
-    groups = None
-    if group_by:
-        thresholds = {**manifest.operating_points}
-        if result.threshold is not None:
-            thresholds.setdefault(result.threshold_name or "threshold", result.threshold)
-        groups = group_metrics(result.items, read_group_column(data, group_by), thresholds)
-        result.groups = {"column": group_by, "thresholds": thresholds, "levels": groups}
-    return lrs, groups
 
 
 def calibrate_lr_command(

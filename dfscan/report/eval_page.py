@@ -197,11 +197,13 @@ def _group_table(groups: dict[str, Any], column: str) -> str:
             f"{head}</tr>{rows}</table>")
 
 
-def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str, Any]],
-                      lr_summary: dict[str, Any] | None, groups: dict[str, Any] | None = None,
-                      group_column: str | None = None) -> Path:
-    """Write DIR/index.html and DIR/<figure>.svg. `lrs` as `dfscan.eval_report.level_log10_lrs` returns per
-    level; `result` an EvalResult with items."""
+def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str, Any]]) -> Path:
+    """Write DIR/index.html and DIR/<figure>.svg for an EvalResult with its items (and, when present, its
+    likelihood-ratio summary and per-group figures); `lrs` per level as `dfscan.eval_report.add_lr_and_groups`
+    returns them."""
+    lr_summary = result.likelihood_ratio
+    groups = (result.groups or {}).get("levels")
+    group_column = (result.groups or {}).get("column")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
