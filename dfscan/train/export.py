@@ -212,7 +212,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
                               operating_point=default_point),
             calibration={"method": "temperature", "temperature": t},
             operating_points=ops,
-            likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset")),
+            likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset"), domains),
             training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
                       "data": cfg.get("dataset"), "train_images": ckpt.get("metrics", {}).get("train_images"),
                       "epochs_run": ckpt.get("loop", {}).get("epoch"),
@@ -231,10 +231,14 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
         return write_bundle(out_dir, emb_path, cls_path, manifest)
 
 
-def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any) -> dict[str, Any] | None:
+def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any, domains: Any = None
+                          ) -> dict[str, Any] | None:
     """The score -> LR calibration on the same val frame scores (None, with a warning, without lir)."""
     from dfscan.likelihood import fit_lr_calibration  # noqa: PLC0415
-    population = f"val split of the training face set {Path(str(data)).name if data else '(unknown)'}"
+    sets = [Path(part.split(":", 1)[-1]).name for part in str(data).split(",")] if data else ["(unknown)"]
+    population = f"val split of the training face set(s) {', '.join(sets)}"
+    if domains is not None:
+        population += f" (domains: {', '.join(sorted({str(d) for d in domains}))})"
     try:
         return fit_lr_calibration(calibrated, labels, population, level="frame")
     except RuntimeError as exc:
