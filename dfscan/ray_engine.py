@@ -74,8 +74,12 @@ class _BuildScanner:
 
 
 def crash_result(path: str, reason: str) -> VideoResult:
-    return VideoResult(path=path, label=verdict.ERROR, error_code="worker_crash",
-                       reason=f"worker failed: {reason}".splitlines()[0])
+    from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
+
+    result = VideoResult(path=path, label=verdict.ERROR, error_code="worker_crash",
+                         reason=f"worker failed: {reason}".splitlines()[0])
+    attach_likelihood_ratios(result, None)  # ERROR: no LR, with the reason
+    return result
 
 
 def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
