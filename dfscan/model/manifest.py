@@ -19,6 +19,7 @@ from dfscan.errors import ModelError
 BUNDLE_FORMAT = "dfscan-bundle/1"
 MANIFEST_NAME = "manifest.json"
 AGGREGATIONS = ("mean", "median", "max", "topk")
+ENSEMBLE_COMBINATIONS = ("vote", "mean")
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     format: str = BUNDLE_FORMAT
+    # an ensemble bundle (Kumar & Bhavsar's bagging): {"combination": "vote" | "mean", "members": [
+    # {"path": "member_0", "threshold": t}, ...]}; each member is a bundle in that sub-directory, its
+    # manifest listed (and hashed) in `files` as "member_<i>"
+    ensemble: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,12 +91,27 @@ class Manifest:
             raise ModelError(f"manifest aggregation {self.scan.aggregation!r} not one of {AGGREGATIONS}")
         if not 0.0 <= self.scan.threshold <= 1.0:
             raise ModelError(f"manifest threshold {self.scan.threshold} outside [0, 1]")
+        if self.ensemble is not None:
+            self._validate_ensemble()
+            return
         for role in ("embedder", "classifier"):
             entry = self.files.get(role)
             if not entry or "path" not in entry or "sha256" not in entry:
                 raise ModelError(f"manifest lacks files.{role}.path / sha256")
             if Path(entry["path"]).name != entry["path"]:
                 raise ModelError(f"manifest file path {entry['path']!r} must be a plain file name")
+
+    def _validate_ensemble(self) -> None:
+        members = self.ensemble.get("members") or []
+        if self.ensemble.get("combination") not in ENSEMBLE_COMBINATIONS or len(members) < 2:
+            raise ModelError(f"ensemble needs a combination in {ENSEMBLE_COMBINATIONS} and two members or more")
+        for i, member in enumerate(members):
+            entry = self.files.get(f"member_{i}")
+            path = Path(str(member.get("path", "")))
+            if not entry or "sha256" not in entry or entry.get("path") != f"{path.as_posix()}/{MANIFEST_NAME}":
+                raise ModelError(f"manifest lacks files.member_{i} (the member's manifest and its sha256)")
+            if path.is_absolute() or len(path.parts) != 1 or path.name in ("", ".", ".."):
+                raise ModelError(f"ensemble member path {str(path)!r} must be a sub-directory name")
 
 
 def sha256_file(path: Path) -> str:
