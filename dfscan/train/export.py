@@ -188,7 +188,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
     ckpt = load_checkpoint(ckpt_path)
     if "ensemble" in ckpt:
         return export_ensemble(ckpt_path, ckpt, out_dir, name=name, version=version, license_text=license_text,
-                               frames=frames, aggregation=aggregation)
+                               frames=frames, aggregation=aggregation, default_point=default_point)
     if "head" not in ckpt:
         raise ValueError(f"{ckpt_path} has no classifier head: was training interrupted? "
                          "(export the best.pt a finished run writes)")
@@ -238,7 +238,8 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
 
 
 def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | Path, name: str,
-                    version: str | None, license_text: str | None, frames: int, aggregation: str) -> Path:
+                    version: str | None, license_text: str | None, frames: int, aggregation: str,
+                    default_point: str = "balanced") -> Path:
     """An ensemble checkpoint (`train --bags K`) -> one bundle: each member exported (and calibrated) as
     a bundle in `member_<i>/`, listed and hashed in the ensemble's manifest with its threshold; the
     ensemble's thresholds come from the combined val scores of the members."""
@@ -273,13 +274,15 @@ def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | 
     ops = operating_points(combined, labels, domains)
     if ensemble["combination"] == "vote":
         ops["balanced"] = 0.5  # a majority of the members: the paper's maximum voting
+    if default_point not in ops:
+        raise ValueError(f"default operating point {default_point!r} is not one of {', '.join(ops)}")
     first = load_manifest(out_dir / "member_0")
     cfg = ckpt["config"]
     manifest = Manifest(
         name=name, version=version or _dt.date.today().isoformat(), preprocess=first.preprocess,
         embedding_dim=first.embedding_dim, files=files,
-        scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops["balanced"],
-                          operating_point="balanced"),
+        scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops[default_point],
+                          operating_point=default_point),
         calibration=None, operating_points=ops,
         training={"recipe": ckpt["recipe"], "backbone": first.training.get("backbone"),
                   "input_size": first.preprocess.input_size, "data": cfg.get("dataset"),
@@ -290,7 +293,7 @@ def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | 
                   "threshold_rule": ("majority of members, each at its own balanced threshold"
                                      if ensemble["combination"] == "vote" else
                                      "EER point of the mean of the members' calibrated val scores")},
-        metrics={**val_metrics(combined, labels, ops["balanced"]),
+        metrics={**val_metrics(combined, labels, ops[default_point]),
                  "members": [{"val_auc": m["val_auc"]} for m in members]},
         license=first.license, ensemble={"combination": ensemble["combination"], "members": members},
     )
