@@ -271,7 +271,8 @@ def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | 
         combined = np.mean(scores >= thresholds, axis=0)
     else:
         combined = np.mean(scores, axis=0)
-    ops = operating_points(combined, labels, domains)
+    # vote fractions reach 1.0 exactly; just below it, every operating point has a reachable threshold
+    ops = operating_points(np.minimum(combined, 1 - 1e-9), labels, domains)
     if ensemble["combination"] == "vote":
         ops["balanced"] = 0.5  # a majority of the members: the paper's maximum voting
     if default_point not in ops:
