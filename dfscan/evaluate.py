@@ -93,6 +93,7 @@ class EvalResult:
     likelihood_ratio: dict[str, Any] | None = None           # dfscan.eval_report.lr_summary
     groups: dict[str, Any] | None = None                     # dfscan.eval_report.group_metrics, by --group-by
     items: list[ScoreItem] = field(default_factory=list)
+    members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's members, each measured alone
 
     def to_dict(self, with_items: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -176,18 +177,33 @@ def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = 
     scan = scorer.manifest.scan
     size = scorer.input_size
     items: list[ScoreItem] = []
+    members = getattr(scorer, "members", [])
+    member_items: list[list[ScoreItem]] = [[] for _ in members]
     for start in range(0, len(records), batch_size):
         batch = records[start:start + batch_size]
         crops = np.stack([_load_crop(face_set.image_path(r), size) for r in batch])
-        for record, score in zip(batch, scorer.score_crops(crops)):
+        if members:  # an ensemble: score each member once, combine as the ensemble does
+            per_member = scorer.member_scores(crops)
+            scores = scorer.combine(per_member)
+            for own, member_row in zip(member_items, per_member):
+                own += [ScoreItem(r.file, r.label, float(v), "frame", r.video, track=r.track)
+                        for r, v in zip(batch, member_row)]
+        else:
+            scores = scorer.score_crops(crops)
+        for record, score in zip(batch, scores):
             items.append(ScoreItem(record.file, record.label, float(score), "frame", record.video,
                                    track=record.track, source=record.source))
         if progress:
             progress(min(start + batch_size, len(records)), len(records))
     videos = video_items(items, scan.aggregation, scan.top_k)
+    member_results = [{"name": m.manifest.name, "threshold": m.manifest.scan.threshold,
+                       "frame": metrics_for(own, m.manifest.scan.threshold),
+                       "video": metrics_for(video_items(own, scan.aggregation, scan.top_k), m.manifest.scan.threshold)}
+                      for m, own in zip(members, member_items)]
     return EvalResult(data=str(face_set_dir), split=split, model=scorer.describe(), threshold=value,
                       threshold_name=name, aggregation=scan.aggregation, top_k=scan.top_k,
-                      frame=metrics_for(items, value), video=metrics_for(videos, value), items=items + videos)
+                      frame=metrics_for(items, value), video=metrics_for(videos, value), items=items + videos,
+                      members=member_results)
 
 
 # --- labelled videos ---------------------------------------------------------------------------------
@@ -274,6 +290,7 @@ def render_table(result: EvalResult) -> Any:
     table.add_column("metric")
     levels = [("frame", result.frame), (f"video ({result.aggregation})", result.video)]
     levels = [(name, m) for name, m in levels if m is not None]
+    levels += [(f"{escape(m['name'])} (frame)", m["frame"]) for m in result.members]  # ensemble members
     for name, _ in levels:
         table.add_column(name, justify="right")
     for key in METRIC_ROWS:

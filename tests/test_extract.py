@@ -142,6 +142,23 @@ def test_dfdc_reader(tmp_path):
     assert videos["aaa.mp4"].split == videos["bbb.mp4"].split == videos["ccc.mp4"].split
 
 
+def test_dfdc_folder_split_as_bondi(tmp_path):
+    # With validation (35-39) and test (40-49) folders present, the split is Bondi et al.'s by folder;
+    # a fake follows its original's folder.
+    parts = {0: {"r0.mp4": {"label": "REAL"}, "f0.mp4": {"label": "FAKE", "original": "r0.mp4"}},
+             36: {"r36.mp4": {"label": "REAL"}, "f36.mp4": {"label": "FAKE", "original": "r36.mp4"}},
+             41: {"r41.mp4": {"label": "REAL"}, "f41.mp4": {"label": "FAKE", "original": "r0.mp4"}}}
+    for n, meta in parts.items():
+        folder = tmp_path / f"dfdc_train_part_{n}"
+        folder.mkdir()
+        (folder / "metadata.json").write_text(json.dumps(meta))
+        for name in meta:
+            touch(folder / name)
+    videos = by_video(read_dataset("dfdc", tmp_path))
+    assert {v: i.split for v, i in videos.items()} == {"r0.mp4": "train", "f0.mp4": "train", "r36.mp4": "val",
+                                                       "f36.mp4": "val", "r41.mp4": "test", "f41.mp4": "train"}
+
+
 # --- generic -----------------------------------------------------------------------------------------
 
 def test_folder_and_csv(tmp_path):

@@ -136,7 +136,7 @@ def test_ahe_synthetic_similarity_matches_synthesis():
     torch.manual_seed(0)
     z, zp, zn = (torch.nn.functional.normalize(torch.randn(64, 5), dim=1) for _ in range(3))
     for eta in (0.0, 0.3, 1.0):
-        synth = torch.nn.functional.normalize(HardnessAwareExpander.synthesize(z, zp, zn, eta), dim=1)
+        synth = HardnessAwareExpander.synthesize(z, zp, zn, eta)  # Eq. 6: not projected onto the sphere
         direct = (z * synth).sum(1)
         fast = HardnessAwareExpander.synthetic_similarity((z * zp).sum(1), (z * zn).sum(1), eta)
         assert torch.allclose(fast, direct, atol=1e-5)
@@ -194,20 +194,45 @@ def test_multi_metric_loss_by_hand():
     assert total.item() == pytest.approx(wc + 2 * 1.0 + math.log(2), abs=1e-5)
 
 
+def test_ahe_2d_toy_case_eq6():
+    # Zhang et al. Eq. 6 in 2-D: anchor z at 0 deg, positive at 30 deg, negative at 170 deg (all unit).
+    # d+ = 2 sin 15, d- = 2 sin 85. With eta = 0 the synthetic negative sits on the segment z -> z-
+    # at distance d+ from z: z~ = z + d+ (z- - z) / d-, and Eq. 2's similarity is the dot product
+    # <z, z~> = 1 - t d-^2 / 2 with t = d+ / d-, below S_ap: the synthetic is never easier to
+    # confuse with the anchor than the positive. Projected back onto the sphere, the same point would
+    # sit at 5.3 deg from the anchor (cos 0.9957 > S_ap = cos 30): what the old code scored.
+    z, zp, zn = unit(0), unit(30), unit(170)
+    d_pos, d_neg = 2 * math.sin(math.radians(15)), 2 * math.sin(math.radians(85))
+    for eta in (0.0, 0.5):
+        r = eta * d_neg + (1 - eta) * d_pos
+        expected = [a + r * (b - a) / d_neg for a, b in zip(z, zn)]
+        got = HardnessAwareExpander.synthesize(torch.tensor([z]), torch.tensor([zp]), torch.tensor([zn]), eta)[0]
+        assert got.tolist() == pytest.approx(expected, abs=1e-6)
+        assert math.hypot(got[0] - z[0], got[1] - z[1]) == pytest.approx(r, abs=1e-6) and r >= d_pos
+        dot = expected[0] * z[0] + expected[1] * z[1]
+        fast = HardnessAwareExpander.synthetic_similarity(torch.tensor([math.cos(math.radians(30))]),
+                                                          torch.tensor([math.cos(math.radians(170))]), eta)
+        assert fast.item() == pytest.approx(dot, abs=1e-6)
+        assert fast.item() <= math.cos(math.radians(30))
+    t0 = d_pos / d_neg
+    p0 = [(1 - t0) * a + t0 * b for a, b in zip(z, zn)]
+    assert p0[0] / math.hypot(*p0) > math.cos(math.radians(30))  # what renormalising would have done
+
+
 def test_multi_metric_loss_ahe_by_hand():
     # Real A at 0 deg, B at 60 deg; fake F at 180 deg; zero logits: CE = ln 2, eta = exp(-1/ln 2).
     # Original triplets are easy: (A,B,F): [-1 - 0.5 + 1]+ = 0; (B,A,F): [-0.5 - 0.5 + 1]+ = 0.
-    # AHE, anchor A: d- = 2 > d+ = 1, synthetic (-eta, 0) normalises back onto F: still easy.
-    # AHE, anchor B: d- = sqrt 3 > d+ = 1, synthetic B + r (F - B) / sqrt 3 with
-    # r = eta sqrt 3 + (1 - eta) ~= 1.173 -> cos(B, F~) ~= -0.027: loss ~= 0.473, the only non-zero term.
+    # AHE, anchor A: d- = 2 > d+ = 1: F~ = A + (2 eta + 1 - eta)(F - A)/2 = (-eta, 0), <A, F~> = -eta:
+    # [-eta - 0.5 + 1]+ = 0.5 - eta. Anchor B: d- = sqrt 3 > d+ = 1, F~ = B + r (F - B) / sqrt 3 with
+    # r = eta sqrt 3 + (1 - eta): <B, F~> - 0.5 + 1. Eq. 2 takes the dot product with F~ as Eq. 6 puts it.
     A, B, Fk = unit(0), unit(60), unit(180)
     feats = torch.tensor([A, B, Fk])
     labels = torch.tensor([0, 0, 1])
     eta = math.exp(-1 / math.log(2))
     r = eta * math.sqrt(3) + (1 - eta)
     synth = [b + r * (f - b) / math.sqrt(3) for b, f in zip(B, Fk)]
-    cos_bs = (B[0] * synth[0] + B[1] * synth[1]) / math.hypot(*synth)
-    expected_triplet = cos_bs - 0.5 + 1
+    terms = [0.5 - eta, B[0] * synth[0] + B[1] * synth[1] + 0.5]
+    expected_triplet = sum(terms) / len(terms)  # mean over the non-zero terms
     wc = math.log(1 + 2 * math.exp(-2 * (math.cos(math.radians(30)) - 0.5))) / 2  # center at 30 deg
 
     total, parts = MultiMetricLoss(dim=2, use_ahe=True)(feats, torch.zeros(3, 2), labels)

@@ -2,9 +2,11 @@
 imported only when a command runs: the scanner itself runs without torch."""
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -59,50 +61,85 @@ def _split_list(values: List[str]) -> tuple[str, ...]:
     return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
-# options shared by every recipe
-DatasetOpt = typer.Option(..., "--dataset", help="faces:PATH (any face set) or ff++ | celebdf | dfdc (with --data-root); several, comma-separated, train as one with batches balanced over them (each face set is a domain).")
-DataRootOpt = typer.Option(None, "--data-root", help="Dataset root that `dfscan extract` wrote dfscan_faces/ into.")
-CompressionOpt = typer.Option("c23", "--compression", help="FaceForensics++ quality: c23 | c40.")
-MethodsOpt = typer.Option([], "--methods", help="FaceForensics++ methods to train on (comma-separated). Default: all.")
-BackboneOpt = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0 | dlib_resnet | facenet | timm names (efficientnet_b4, xception, resnet34...).")
-InputSizeOpt = typer.Option(None, "--input-size", help="Crop side fed to the backbone. Default: the backbone's.")
-EpochsOpt = typer.Option(5, "--epochs")
-BatchOpt = typer.Option(32, "--batch-size", help="Balanced: half real, half fake.")
-LrOpt = typer.Option(1e-3, "--lr")
-AugOpt = typer.Option([], "--augment", help="Comma-separated: flip,bc,hsv,jpeg,isonoise,gaussnoise,downscale.")
-LimitOpt = typer.Option(None, "--limit", help="Train on a class-balanced random subset of N train faces.")
-ValLimitOpt = typer.Option(None, "--val-limit", help="Validate on a subset of N val faces.")
-SeedOpt = typer.Option(0, "--seed")
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda.")
-OutOpt = typer.Option(..., "--out", "-o", help="Run directory (checkpoints, log.jsonl).")
-ResumeOpt = typer.Option(False, "--resume", help="Continue from <out>/last.pt.")
-PatienceOpt = typer.Option(3, "--patience", help="Epochs without val-loss improvement before stopping.")
-FreezeOpt = typer.Option(0, "--freeze-stages", help="Freeze the first K backbone stages (their maps are cached once).")
-CacheDirOpt = typer.Option(None, "--cache-dir", help="Where frozen-stage maps are cached. Default: <out>/cache.")
-MarginOpt = typer.Option(None, "--crop-margin", help="Margin the scanner must cut around the MTCNN box (goes to the manifest). Default: the face sets' own (faceset.json, written by `dfscan extract` / `dfscan sbi`).")
-ScheduleOpt = typer.Option("cosine", "--schedule", help="cosine | step | constant.")
-CkptStepsOpt = typer.Option(0, "--ckpt-every", help="Also checkpoint every N steps (0: epoch ends only).")
-PseudoOpt = typer.Option(None, "--pseudo-fakes", help="sbi or sbi:FRACTION: add a self-blended twin (label fake) of that share of the real faces, blended afresh each epoch (once, when frozen stages are cached). For a larger pre-generated pool use `dfscan sbi`.")
-InitOpt = typer.Option(None, "--init", help="Initialise the embedder from this checkpoint (e.g. twostep from a bce run).")
+@dataclass(frozen=True)
+class _Common:
+    """An option every recipe command takes: (parameter name, annotation, typer.Option)."""
+    name: str
+    annotation: Any
+    option: Any
 
 
-def _train(recipe: str, dataset: str, data_root: Optional[Path], compression: str, methods: List[str],
-           out_dir: Path, resume: bool, cache_dir: Optional[Path], init: Optional[Path], ckpt_every: int,
-           **kwargs: object) -> None:
-    """Every recipe command ends here with its own options (`**locals()`), mapped onto RecipeConfig."""
+def _opt(name: str, annotation: Any, default: Any, *flags: str, help: str = "") -> _Common:  # noqa: A002
+    return _Common(name, annotation, typer.Option(default, *flags, help=help))
+
+
+# options shared by every recipe (names and defaults as before the registry: scripts keep working)
+COMMON = (
+    _opt("dataset", str, ..., "--dataset", help="faces:PATH (any face set) or ff++ | celebdf | dfdc (with --data-root); several, comma-separated, train as one with batches balanced over them (each face set is a domain)."),
+    _opt("data_root", Optional[Path], None, "--data-root", help="Dataset root that `dfscan extract` wrote dfscan_faces/ into."),
+    _opt("compression", str, "c23", "--compression", help="FaceForensics++ quality: c23 | c40."),
+    _opt("methods", List[str], [], "--methods", help="FaceForensics++ methods to train on (comma-separated). Default: all."),
+    _opt("backbone", str, "efficientnet_lite0", "--backbone", help="efficientnet_lite0 | dlib_resnet | facenet | resnet34 | timm names (efficientnet_b4, xception...)."),
+    _opt("input_size", Optional[int], None, "--input-size", help="Crop side fed to the backbone. Default: the backbone's."),
+    _opt("pretrained", bool, True, "--pretrained/--no-pretrained", help="Start from the backbone's pretrained weights."),
+    _opt("weights_path", Optional[Path], None, "--weights", help="Local pretrained backbone weights (facenet, dlib_resnet, resnet34)."),
+    _opt("epochs", int, 5, "--epochs"),
+    _opt("batch_size", int, 32, "--batch-size", help="Balanced: half real, half fake."),
+    _opt("lr", float, 1e-3, "--lr"),
+    _opt("weight_decay", float, 1e-4, "--weight-decay"),
+    _opt("optimizer", str, "adamw", "--optimizer", help="adamw | adam (Bondi et al.) | sgd (with --momentum; Zhang et al.)."),
+    _opt("momentum", float, 0.9, "--momentum", help="SGD momentum."),
+    _opt("augment", List[str], [], "--augment", help="Comma-separated: flip,bc,hsv,jpeg,isonoise,gaussnoise,downscale, or none. Default: the recipe's (bce, twostep: flip,bc,hsv,jpeg as Bondi et al.)."),
+    _opt("aug_copies", int, 4, "--aug-copies", help="With cached frozen stages, augmented copies of each train face cached once."),
+    _opt("limit", Optional[int], None, "--limit", help="Train on a class-balanced random subset of N train faces."),
+    _opt("val_limit", Optional[int], None, "--val-limit", help="Validate on a subset of N val faces."),
+    _opt("seed", int, 0, "--seed"),
+    _opt("device", str, "auto", "--device", help="auto | cpu | cuda."),
+    _opt("out_dir", Path, ..., "--out", "-o", help="Run directory (checkpoints, log.jsonl)."),
+    _opt("resume", bool, False, "--resume", help="Continue from <out>/last.pt."),
+    _opt("patience", int, 3, "--patience", help="Validations without improvement of the watched val quantity (val loss; multimetric: its CE term) before stopping."),
+    _opt("freeze_stages", int, 0, "--freeze-stages", help="Freeze the first K backbone stages (their maps are cached once)."),
+    _opt("cache_dir", Optional[Path], None, "--cache-dir", help="Where frozen-stage maps are cached. Default: <out>/cache."),
+    _opt("crop_margin", Optional[float], None, "--crop-margin", help="Margin the scanner must cut around the MTCNN box (goes to the manifest). Default: the face sets' own (faceset.json, written by `dfscan extract` / `dfscan sbi`)."),
+    _opt("schedule", str, "cosine", "--schedule", help="cosine | step | constant | plateau (lr x0.1 when val loss stalls, stop below --min-lr, best val loss kept: Bondi et al.)."),
+    _opt("step_every_steps", int, 0, "--step-every", help="--schedule step: lr x0.1 every N iterations (Zhang et al.: 3000). 0: every 2 epochs."),
+    _opt("plateau_patience", int, 1, "--plateau-patience", help="--schedule plateau: validations without improvement per lr drop."),
+    _opt("min_lr", float, 1e-8, "--min-lr", help="--schedule plateau: training ends below this lr."),
+    _opt("ckpt_every", int, 0, "--ckpt-every", help="Also checkpoint every N steps (0: epoch ends only)."),
+    _opt("pseudo_fakes", Optional[str], None, "--pseudo-fakes", help="sbi or sbi:FRACTION: add a self-blended twin (label fake) of that share of the real faces, blended afresh each epoch (once, when frozen stages are cached). For a larger pre-generated pool use `dfscan sbi`."),
+    _opt("init", Optional[Path], None, "--init", help="Initialise the embedder from this checkpoint (e.g. twostep from a bce run)."),
+    _opt("bags", int, 1, "--bags", help="Kumar & Bhavsar's bagging: K members on disjoint balanced subsets, exported as one ensemble."),
+    _opt("combination", str, "vote", "--combination", help="--bags: vote (majority of the members' decisions, as the paper) | mean."),
+)
+CLI_ONLY = {"data_root", "compression", "out_dir", "resume", "ckpt_every"}
+
+
+def _train(recipe: str, values: dict[str, Any]) -> None:
+    """Every recipe command ends here with its own options, mapped onto RecipeConfig."""
     _need_torch()
     from dfscan.train.data import parse_pseudo_fakes  # noqa: PLC0415
+    from dfscan.train.recipes import RecipeConfig, get_spec, run_recipe  # noqa: PLC0415
     try:
-        parse_pseudo_fakes(kwargs.get("pseudo_fakes"))  # type: ignore[arg-type]
+        parse_pseudo_fakes(values.get("pseudo_fakes"))
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    kwargs.update(cache_dir=_s(cache_dir), init=_s(init), ckpt_every_steps=ckpt_every)
-    path = ",".join(str(resolve_dataset(part.strip(), data_root, compression))
-                    for part in dataset.split(",") if part.strip())
-    from dfscan.train.recipes import RecipeConfig, run_recipe  # noqa: PLC0415
-    augment = _split_list(kwargs.pop("augment"))  # type: ignore[arg-type]
-    cfg = RecipeConfig(recipe=recipe, dataset=str(path), augment=augment, methods=_split_list(methods),
-                       **kwargs)  # type: ignore[arg-type]
+    spec = get_spec(recipe)
+    for option in spec.options:
+        value = values.pop(option.name)
+        if option.choices and value not in option.choices:
+            raise _fail(f"{option.flag} must be {' or '.join(option.choices)}")
+        values.update(option.to_config(value) if option.to_config else {option.name: value})
+    paths = [resolve_dataset(d, values["data_root"], values["compression"]) for d in _split_list([values["dataset"]])]
+    augment = _split_list(values.pop("augment"))
+    out_dir, resume = values["out_dir"], values["resume"]
+    fields = {k: v for k, v in values.items() if k not in CLI_ONLY}
+    fields.update(dataset=",".join(str(p) for p in paths), methods=_split_list(values["methods"]),
+                  augment=(() if augment == ("none",) else augment) or None, cache_dir=_s(values["cache_dir"]),
+                  init=_s(values["init"]), weights_path=_s(values["weights_path"]),
+                  ckpt_every_steps=values["ckpt_every"])
+    if fields["bags"] < 1:
+        raise _fail("--bags must be 1 or more")
+    cfg = RecipeConfig(recipe=recipe, **fields)
     try:
         best = run_recipe(cfg, out_dir, resume=resume, console=lambda s: out.print(s, highlight=False))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -113,77 +150,29 @@ def _train(recipe: str, dataset: str, data_root: Optional[Path], compression: st
     out.print(f"checkpoint: {best}\nexport it with: dfscan export {best} --out BUNDLE_DIR", highlight=False)
 
 
-@train_app.command()
-def triplet(
-    dataset: str = DatasetOpt, data_root: Optional[Path] = DataRootOpt, compression: str = CompressionOpt,
-    methods: List[str] = MethodsOpt, backbone: str = BackboneOpt, input_size: Optional[int] = InputSizeOpt,
-    epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
-    limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
-    device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
-    schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
-    pseudo_fakes: Optional[str] = PseudoOpt,
-    mode: str = typer.Option("finetune", "--mode", help="frozen (cache backbone features, train a projection) | finetune."),
-    classifier: str = typer.Option("logreg", "--classifier", help="rf | sgd | logreg, fit on the learned embeddings."),
-    margin: float = typer.Option(0.2, "--margin", help="Triplet margin (L2-normalised embeddings)."),
-    proj_dim: int = typer.Option(128, "--embed-dim", help="Embedding size (projection after the backbone)."),
-) -> None:
-    """Kumar & Bhavsar: semi-hard triplet loss on L2-normalised embeddings, then RF/SGD/logreg."""
-    if mode not in ("frozen", "finetune"):
-        raise _fail("--mode must be frozen or finetune")
-    _train("triplet", **locals())
+def _command(recipe: str, summary: str, options: tuple) -> Callable[..., None]:
+    """A typer command for `recipe`: the common options, then the recipe's own (from its spec)."""
+    own = [_Common(o.name, o.type, typer.Option(o.default, o.flag, help=o.help)) for o in options]
+    params = [inspect.Parameter(c.name, inspect.Parameter.KEYWORD_ONLY, default=c.option, annotation=c.annotation)
+              for c in (*COMMON, *own)]
+
+    def command(**values: Any) -> None:
+        _train(recipe, values)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = recipe
+    command.__doc__ = summary
+    return command
 
 
-@train_app.command()
-def bce(
-    dataset: str = DatasetOpt, data_root: Optional[Path] = DataRootOpt, compression: str = CompressionOpt,
-    methods: List[str] = MethodsOpt, backbone: str = BackboneOpt, input_size: Optional[int] = InputSizeOpt,
-    epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
-    limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
-    device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
-    schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
-    pseudo_fakes: Optional[str] = PseudoOpt,
-) -> None:
-    """Bondi et al. baseline: backbone + linear head trained with binary cross-entropy."""
-    _train("bce", **locals())
+def _register_recipes() -> None:
+    from dfscan.train.recipes import registry  # noqa: PLC0415 - torch-free: specs only
+    for name, spec in registry().items():
+        train_app.command(name)(_command(name, spec.summary, spec.options))
 
 
-@train_app.command()
-def twostep(
-    dataset: str = DatasetOpt, data_root: Optional[Path] = DataRootOpt, compression: str = CompressionOpt,
-    methods: List[str] = MethodsOpt, backbone: str = BackboneOpt, input_size: Optional[int] = InputSizeOpt,
-    epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
-    limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
-    device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
-    schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
-    pseudo_fakes: Optional[str] = PseudoOpt,
-    margin: float = typer.Option(0.2, "--margin", help="Triplet margin (L2-normalised features)."),
-    head_epochs: int = typer.Option(3, "--head-epochs", help="Epochs of the second step (linear head, BCE)."),
-) -> None:
-    """Bondi et al. two-step: triplet loss on the feature layer, then the classifier alone with BCE
-    (the paper starts from a BCE-trained network: pass --init <bce run>/best.pt)."""
-    _train("twostep", **locals())
-
-
-@train_app.command()
-def multimetric(
-    dataset: str = DatasetOpt, data_root: Optional[Path] = DataRootOpt, compression: str = CompressionOpt,
-    methods: List[str] = MethodsOpt, backbone: str = BackboneOpt, input_size: Optional[int] = InputSizeOpt,
-    epochs: int = EpochsOpt, batch_size: int = BatchOpt, lr: float = LrOpt, augment: List[str] = AugOpt,
-    limit: Optional[int] = LimitOpt, val_limit: Optional[int] = ValLimitOpt, seed: int = SeedOpt,
-    device: str = DeviceOpt, out_dir: Path = OutOpt, resume: bool = ResumeOpt, patience: int = PatienceOpt,
-    freeze_stages: int = FreezeOpt, cache_dir: Optional[Path] = CacheDirOpt, crop_margin: Optional[float] = MarginOpt,
-    schedule: str = ScheduleOpt, ckpt_every: int = CkptStepsOpt, init: Optional[Path] = InitOpt,
-    pseudo_fakes: Optional[str] = PseudoOpt,
-    no_ahe: bool = typer.Option(False, "--no-ahe", help="Switch the Adaptive Hardness-aware Expander off."),
-    proj_dim: int = typer.Option(128, "--embed-dim", help="Embedding size (projection after the backbone)."),
-) -> None:
-    """Zhang et al.: weight-center + triplet + cross-entropy (beta=2, chi=1, alpha=2, margin=1), with AHE."""
-    use_ahe = not no_ahe
-    del no_ahe
-    _train("multimetric", **locals())
+_register_recipes()
 
 
 def export_command(

@@ -19,7 +19,8 @@ from dfscan.settings import AGGREGATIONS, check_manifest
 
 BUNDLE_FORMAT = "dfscan-bundle/1"
 MANIFEST_NAME = "manifest.json"
-__all__ = ["AGGREGATIONS", "Manifest", "load_manifest", "write_bundle"]
+ENSEMBLE_COMBINATIONS = ("vote", "mean")
+__all__ = ["AGGREGATIONS", "ENSEMBLE_COMBINATIONS", "Manifest", "load_manifest", "write_bundle"]
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
     format: str = BUNDLE_FORMAT
+    # an ensemble bundle (Kumar & Bhavsar's bagging): {"combination": "vote" | "mean", "members": [
+    # {"path": "member_0", "threshold": t}, ...]}; each member is a bundle in that sub-directory, its
+    # manifest listed (and hashed) in `files` as "member_<i>"
+    ensemble: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,12 +91,27 @@ class Manifest:
                 check_calibration(self.likelihood_ratio)
             except ValueError as exc:
                 raise ModelError(f"manifest {exc}") from None
+        if self.ensemble is not None:
+            self._validate_ensemble()
+            return
         for role in ("embedder", "classifier"):
             entry = self.files.get(role) if isinstance(self.files, dict) else None
             if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
                 raise ModelError(f"manifest lacks files.{role}.path / sha256")
             if not isinstance(entry["path"], str) or Path(entry["path"]).name != entry["path"]:
                 raise ModelError(f"manifest file path {entry['path']!r} must be a plain file name")
+
+    def _validate_ensemble(self) -> None:
+        members = self.ensemble.get("members") or []
+        if self.ensemble.get("combination") not in ENSEMBLE_COMBINATIONS or len(members) < 2:
+            raise ModelError(f"ensemble needs a combination in {ENSEMBLE_COMBINATIONS} and two members or more")
+        for i, member in enumerate(members):
+            entry = self.files.get(f"member_{i}")
+            path = Path(str(member.get("path", "")))
+            if not entry or "sha256" not in entry or entry.get("path") != f"{path.as_posix()}/{MANIFEST_NAME}":
+                raise ModelError(f"manifest lacks files.member_{i} (the member's manifest and its sha256)")
+            if path.is_absolute() or len(path.parts) != 1 or path.name in ("", ".", ".."):
+                raise ModelError(f"ensemble member path {str(path)!r} must be a sub-directory name")
 
 
 def sha256_file(path: Path) -> str:

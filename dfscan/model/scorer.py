@@ -51,6 +51,10 @@ class Scorer:
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_path()
         self.manifest: Manifest = load_manifest(self.bundle_dir)
         self.hash = bundle_hash(self.bundle_dir)
+        self.members: list[Scorer] = []
+        if self.manifest.ensemble is not None:
+            self._load_members(device, threads)
+            return
         files = self.manifest.files
         self._embedder = create_session(self.bundle_dir / files["embedder"]["path"], device, threads)
         self._classifier = create_session(self.bundle_dir / files["classifier"]["path"], device, threads)
@@ -59,6 +63,30 @@ class Scorer:
         pre = self.manifest.preprocess
         self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def _load_members(self, device: str, threads: int | None) -> None:
+        """An ensemble: every member is a bundle of its own (hashes checked on load), with the same crop."""
+        ensemble = self.manifest.ensemble or {}
+        self.members = [Scorer(self.bundle_dir / m["path"], device, threads) for m in ensemble["members"]]
+        pre = self.manifest.preprocess
+        for member in self.members:
+            mp = member.manifest.preprocess
+            if (mp.input_size, mp.crop_margin, mp.mean, mp.std) != (pre.input_size, pre.crop_margin, pre.mean, pre.std):
+                raise ModelError(f"ensemble member {member.bundle_dir} preprocesses faces differently")
+        self.provider = self.members[0].provider
+
+    def member_scores(self, crops: np.ndarray) -> np.ndarray:
+        """(members, N) calibrated fake probabilities of each member of an ensemble."""
+        return np.stack([m.score_crops(crops) for m in self.members])
+
+    def combine(self, member_scores: np.ndarray) -> np.ndarray:
+        """The ensemble's score: the fraction of members calling the face fake at their own threshold
+        ("vote": above 0.5 is a majority, Kumar & Bhavsar's maximum voting), or the mean probability."""
+        ensemble = self.manifest.ensemble or {}
+        if ensemble["combination"] == "vote":
+            thresholds = np.asarray([float(m["threshold"]) for m in ensemble["members"]])[:, None]
+            return np.mean(member_scores >= thresholds, axis=0)
+        return np.mean(member_scores, axis=0)
 
     def _check_io(self) -> None:
         emb_in = self._embedder.get_inputs()[0]
@@ -88,6 +116,8 @@ class Scorer:
             "input_size": self.input_size,
             "crop_margin": self.crop_margin,
             "calibration": (self.manifest.calibration or {}).get("method"),
+            **({"ensemble": {"combination": (self.manifest.ensemble or {}).get("combination"),
+                             "members": [m.describe() for m in self.members]}} if self.members else {}),
         }
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
@@ -100,6 +130,8 @@ class Scorer:
         size = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
             raise ValueError(f"crops must be (N,{size},{size},3) uint8, got {crops.shape}")
+        if self.members:
+            return self.combine(self.member_scores(crops)) if len(crops) else np.zeros(0)
         out: list[np.ndarray] = []
         emb_name = self._embedder.get_inputs()[0].name
         cls_name = self._classifier.get_inputs()[0].name

@@ -83,19 +83,30 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(x, 0)
 
+    def pool_modules(self) -> list[nn.Module]:
+        """Modules with parameters that `pool` applies (e.g. FaceNet's 1792 -> 512 projection)."""
+        return []
+
     def freeze_stages(self, k: int) -> None:
-        """Freeze the first k stages: no gradients, batch-norm statistics fixed (kept in eval mode)."""
+        """Freeze the first k stages: no gradients, batch-norm statistics fixed (kept in eval mode).
+        Freezing every stage freezes the pooling too: a cache of the whole backbone holds pooled rows."""
         k = max(0, min(k, self.num_stages))
         self.frozen_stages = k
         for i, module in enumerate(self.stage_modules()):
             for p in module.parameters():
                 p.requires_grad = i >= k
+        for module in self.pool_modules():
+            for p in module.parameters():
+                p.requires_grad = k < self.num_stages
         self.train(self.training)
 
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
         for module in self.stage_modules()[: self.frozen_stages]:
             module.eval()
+        if self.frozen_stages >= self.num_stages:
+            for module in self.pool_modules():
+                module.eval()
         return self
 
 
@@ -437,8 +448,74 @@ class _FaceNetBackbone(Backbone):
     def stage_modules(self) -> list[nn.Module]:
         return self.net.stage_list()
 
+    def pool_modules(self) -> list[nn.Module]:
+        return [self.net.last_linear, self.net.last_bn]
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.shape[1] == self.embed_dim:  # a cache of the pooled, projected rows
+            return x
         return self.net.embed(x)
+
+
+# ---------------------------------------------------------------- ResNet-34 (torch only)
+
+RESNET34_WEIGHTS_ENV = "DFSCAN_RESNET34_WEIGHTS"
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + identity)
+
+
+class ResNet34(Backbone):
+    """He et al.'s ResNet-34 with torchvision's parameter names, so torchvision's ImageNet state dict
+    (resnet34-b627a593.pth) loads as is. Stages: stem, layer1..layer4 (5); features 512-D."""
+
+    def __init__(self, spec: BackboneSpec):
+        super().__init__(spec)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (blocks, cout) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), 1):
+            layers = [_BasicBlock(cin if j == 0 else cout, cout, (1 if i == 1 else 2) if j == 0 else 1)
+                      for j in range(blocks)]
+            setattr(self, f"layer{i}", nn.Sequential(*layers))
+            cin = cout
+
+    def stage_modules(self) -> list[nn.Module]:
+        # the stem is a view built per call (not registered), so state-dict names stay torchvision's
+        stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
+        return [stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+
+@register_backbone("resnet34")
+def resnet34(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    spec = BackboneSpec("resnet34", 512, 224, IMAGENET_MEAN, IMAGENET_STD,
+                        license="torchvision ResNet-34 ImageNet weights: BSD-3-Clause code; ImageNet terms")
+    model = ResNet34(spec)
+    if pretrained:
+        path = weights_path or os.environ.get(RESNET34_WEIGHTS_ENV)
+        if not path or not Path(path).is_file():
+            raise RuntimeError(
+                "resnet34 ImageNet weights are read from a local file only: pass --weights PATH or set "
+                f"{RESNET34_WEIGHTS_ENV} to torchvision's resnet34-b627a593.pth (or train with --no-pretrained)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+    return model
 
 
 def with_input_size(backbone: Backbone, size: int) -> Backbone:

@@ -100,7 +100,9 @@ def val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dic
 # ---------------------------------------------------------------- rebuilding the model
 
 def rebuild_net(ckpt: dict[str, Any]) -> Net:
-    cfg = RecipeConfig(**{**ckpt["config"], "augment": tuple(ckpt["config"].get("augment", ()))})
+    known = set(RecipeConfig.__dataclass_fields__)
+    cfg = RecipeConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    cfg.augment = tuple(cfg.augment or ())
     net = build_net(cfg, pretrained=False)
     net.load_state_dict(ckpt["model"])
     net.start_stage = 0
@@ -182,6 +184,9 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
                   extra_training: dict[str, Any] | None = None, frames: int = 32,
                   aggregation: str = "mean", default_point: str = "balanced") -> Path:
     ckpt = load_checkpoint(ckpt_path)
+    if "ensemble" in ckpt:
+        return export_ensemble(ckpt_path, ckpt, out_dir, name=name, version=version, license_text=license_text,
+                               frames=frames, aggregation=aggregation, default_point=default_point)
     if "head" not in ckpt:
         raise ValueError(f"{ckpt_path} has no classifier head: was training interrupted? "
                          "(export the best.pt a finished run writes)")
@@ -244,6 +249,72 @@ def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any,
     except RuntimeError as exc:
         print(f"warning: no likelihood-ratio calibration in the bundle: {exc}")
         return None
+
+
+def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | Path, name: str,
+                    version: str | None, license_text: str | None, frames: int, aggregation: str,
+                    default_point: str = "balanced") -> Path:
+    """An ensemble checkpoint (`train --bags K`) -> one bundle: each member exported (and calibrated) as
+    a bundle in `member_<i>/`, listed and hashed in the ensemble's manifest with its threshold; the
+    ensemble's thresholds come from the combined val scores of the members."""
+    import json
+
+    from dfscan.model.manifest import MANIFEST_NAME, load_manifest, sha256_file
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ensemble = ckpt["ensemble"]
+    run_dir = Path(ckpt_path).parent
+    members, files, member_scores, labels, domains = [], {}, [], None, None
+    for i, rel in enumerate(ensemble["members"]):
+        member_ckpt = load_checkpoint(run_dir / rel)
+        bundle = export_bundle(run_dir / rel, out_dir / f"member_{i}", name=f"{name}-member{i}", version=version,
+                               license_text=license_text, frames=frames, aggregation=aggregation)
+        manifest = load_manifest(bundle)
+        y = np.asarray(member_ckpt["val_labels"], np.int64)
+        if labels is not None and not np.array_equal(labels, y):
+            raise ValueError(f"ensemble member {rel} was validated on other faces than member 0")
+        labels, domains = y, member_ckpt.get("val_domains")
+        member_scores.append(apply_temperature(np.asarray(member_ckpt["val_scores"], np.float64),
+                                               float(manifest.calibration["temperature"])))
+        members.append({"path": f"member_{i}", "threshold": manifest.scan.threshold,
+                        "val_auc": manifest.metrics["val_auc"], "train_images": manifest.training["train_images"]})
+        files[f"member_{i}"] = {"path": f"member_{i}/{MANIFEST_NAME}", "sha256": sha256_file(bundle / MANIFEST_NAME)}
+    scores = np.stack(member_scores)
+    if ensemble["combination"] == "vote":
+        thresholds = np.asarray([m["threshold"] for m in members])[:, None]
+        combined = np.mean(scores >= thresholds, axis=0)
+    else:
+        combined = np.mean(scores, axis=0)
+    # vote fractions reach 1.0 exactly; just below it, every operating point has a reachable threshold
+    ops = operating_points(np.minimum(combined, 1 - 1e-9), labels, domains)
+    if ensemble["combination"] == "vote":
+        ops["balanced"] = 0.5  # a majority of the members: the paper's maximum voting
+    if default_point not in ops:
+        raise ValueError(f"default operating point {default_point!r} is not one of {', '.join(ops)}")
+    first = load_manifest(out_dir / "member_0")
+    cfg = ckpt["config"]
+    manifest = Manifest(
+        name=name, version=version or _dt.date.today().isoformat(), preprocess=first.preprocess,
+        embedding_dim=first.embedding_dim, files=files,
+        scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops[default_point],
+                          operating_point=default_point),
+        calibration=None, operating_points=ops,
+        training={"recipe": ckpt["recipe"], "backbone": first.training.get("backbone"),
+                  "input_size": first.preprocess.input_size, "data": cfg.get("dataset"),
+                  "bagging": {"bags": ensemble["bags"], "combination": ensemble["combination"],
+                              "subsets": "larger class split into disjoint parts, each with a balanced "
+                                         "share of the smaller class (Kumar & Bhavsar)"},
+                  "config": {k: v for k, v in cfg.items() if k not in ("dataset", "cache_dir", "progress")},
+                  "threshold_rule": ("majority of members, each at its own balanced threshold"
+                                     if ensemble["combination"] == "vote" else
+                                     "EER point of the mean of the members' calibrated val scores")},
+        metrics={**val_metrics(combined, labels, ops[default_point]),
+                 "members": [{"val_auc": m["val_auc"]} for m in members]},
+        license=first.license, ensemble={"combination": ensemble["combination"], "members": members},
+    )
+    manifest.validate()
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out_dir
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -2,9 +2,10 @@
 
 A recipe hands over a `TrainTask`: the trainable module, its loss, a batch source for train and val
 (images through a DataLoader, or cached frozen-stage maps) and a scoring rule for val AUC. The loop
-does the rest: AdamW, cosine/step LR, balanced batches, progress with images/s, checkpoints every
-epoch (and every N steps) that resume exactly, best-by-val-AUC checkpoint, early stopping on val loss,
-and a JSONL log of every epoch in the run directory.
+does the rest: AdamW / Adam / SGD with momentum, cosine / step (by epochs or iterations) / plateau LR,
+progress with images/s, checkpoints every epoch (and every N steps) that resume exactly, the best
+checkpoint by val AUC or by a val loss, early stopping on a chosen val quantity, and a JSONL log of every
+epoch (each loss term, train and val) in the run directory.
 
 Under torchrun (`torchrun --nproc-per-node N -m dfscan train ...`, WORLD_SIZE > 1 in the environment) the
 first `train` of each process is distributed: DistributedDataParallel (gloo on CPU, nccl on CUDA, one GPU
@@ -37,10 +38,18 @@ class LoopConfig:
     epochs: int = 5
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    schedule: str = "cosine"            # cosine | step | constant
+    schedule: str = "cosine"            # cosine | step | constant | plateau
     step_every: int = 2                 # epochs per x0.1 drop for "step"
+    step_every_steps: int = 0           # "step" by iterations instead (Zhang et al.: 3000); 0: by epochs
     warmup_steps: int = 0
-    patience: int = 3                   # epochs without val-loss improvement before stopping
+    optimizer: str = "adamw"            # adamw | adam | sgd (momentum below)
+    momentum: float = 0.9
+    patience: int = 3                   # validations without improvement of `monitor` before stopping
+    monitor: str = "loss"               # early stopping / plateau: "loss" (val total), "auc", or a loss term
+    select: str = "auc"                 # best checkpoint: "auc" (highest) or as `monitor` ("monitor")
+    plateau_patience: int = 1           # "plateau": validations without improvement before lr x factor
+    plateau_factor: float = 0.1
+    min_lr: float = 1e-8                # "plateau": stop once the lr falls below this (Bondi et al.)
     seed: int = 0
     device: str = "cpu"
     ckpt_every_steps: int = 0           # 0: only at epoch ends
@@ -65,6 +74,7 @@ class TrainTask:
     score: Callable[[list[Any]], np.ndarray]
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)  # e.g. loss centers
     on_epoch_start: Callable[[int], None] | None = None
+    on_step_start: Callable[[int, int], None] | None = None  # (global step, total steps): staged losses
     parameters: list[torch.nn.Parameter] | None = None
     # torchrun: True when train_batches already yields only this rank's share (`rank_share`), so that
     # no rank loads the images of another's batches; otherwise the loop drops the other ranks' batches.
@@ -179,8 +189,9 @@ def _rank_batches(batches: Iterator[Batch], ddp: Distributed) -> Iterator[Batch]
     return batches if not ddp.active else islice(batches, ddp.rank, None, ddp.world)
 
 
-def _shared_validation(result: tuple[float, float] | None, ddp: Distributed) -> tuple[float, float]:
-    """Rank 0's (val loss, val AUC) on every rank, so that all stop early together."""
+def _shared_validation(result: tuple[float, float, dict[str, float]] | None, ddp: Distributed
+                       ) -> tuple[float, float, dict[str, float]]:
+    """Rank 0's (val loss, val AUC, val loss terms) on every rank, so that all stop early together."""
     if not ddp.active:
         assert result is not None
         return result
@@ -205,9 +216,37 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
         if cfg.schedule == "step":
-            return 0.1 ** (step // max(1, cfg.step_every * steps_per_epoch))
-        return 1.0
+            every = cfg.step_every_steps or cfg.step_every * steps_per_epoch
+            return 0.1 ** (step // max(1, every))
+        return 1.0  # constant; "plateau" scales the lr itself, at validations
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+SCHEDULES = ("cosine", "step", "constant", "plateau")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def make_optimizer(params: list, cfg: LoopConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":  # Bondi et al.: Adam, L2 penalty in the gradient as in Keras/PyTorch Adam
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":  # Zhang et al.: SGD with momentum, weight decay 5e-4
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def monitored(cfg: LoopConfig, val_loss: float, val_auc: float, parts: dict[str, float]) -> float:
+    """The val quantity early stopping and the plateau schedule watch, as lower-is-better."""
+    if cfg.monitor == "loss":
+        return val_loss
+    if cfg.monitor == "auc":
+        return -val_auc if not math.isnan(val_auc) else math.inf
+    if cfg.monitor not in parts:
+        raise ValueError(f"monitor {cfg.monitor!r} is not a loss term of this recipe ({', '.join(parts)})")
+    return parts[cfg.monitor]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -224,18 +263,40 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 @torch.no_grad()
 def evaluate(task: TrainTask, device: torch.device) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Val loss (mean over batches), val AUC, scores, labels."""
-    task.model.eval()
-    losses, outputs, labels = [], [], []
-    for batch in task.val_batches():
-        x, y = _to(batch, device)
-        out = task.model(x)
-        loss, _ = task.loss(out, y)
-        losses.append(float(loss))
-        outputs.append(_detach(out))
-        labels.append(y.cpu().numpy())
+    loss, auc, scores, labels, _ = evaluate_parts(task, device)
+    return loss, auc, scores, labels
+
+
+@torch.no_grad()
+def evaluate_parts(task: TrainTask, device: torch.device
+                   ) -> tuple[float, float, np.ndarray, np.ndarray, dict[str, float]]:
+    """As `evaluate`, plus the mean of each loss term. The model and the loss's own modules (e.g. the
+    weight-center loss's centres) run in eval mode: validation never moves them."""
+    modules = [task.model, *task.extra_modules.values()]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    losses, outputs, labels, parts = [], [], [], []
+    try:
+        for batch in task.val_batches():
+            x, y = _to(batch, device)
+            out = task.model(x)
+            loss, batch_parts = task.loss(out, y)
+            losses.append(float(loss))
+            parts.append(batch_parts)
+            outputs.append(_detach(out))
+            labels.append(y.cpu().numpy())
+    finally:
+        for m, mode in zip(modules, was_training):
+            m.train(mode)
     y_all = np.concatenate(labels)
     scores = task.score(outputs)
-    return float(np.mean(losses)), roc_auc(y_all, scores), scores, y_all
+    return float(np.mean(losses)), roc_auc(y_all, scores), scores, y_all, _mean_parts(parts)
+
+
+def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in (parts[0] if parts else {})]
+    return {k: float(np.mean([p[k] for p in parts if k in p])) for k in keys}
 
 
 def _detach(out: Any) -> Any:
@@ -276,7 +337,7 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
     params = task.parameters or [p for p in task.model.parameters() if p.requires_grad]
     extra_params = [p for m in task.extra_modules.values() for p in m.parameters() if p.requires_grad]
     params += extra_params
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     steps = task.steps_per_epoch if not cfg.max_steps_per_epoch else min(task.steps_per_epoch,
                                                                           cfg.max_steps_per_epoch)
     if ddp.active:
@@ -286,10 +347,11 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         steps //= ddp.world  # per rank; each rank's batches are its share of the task's sequence
     sched = make_scheduler(opt, cfg, steps * cfg.epochs, steps)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_auc": -1.0, "best_loss": math.inf,
-             "bad_epochs": 0, "best": None, "world_size": ddp.world}
+             "bad_epochs": 0, "best": None, "best_monitor": math.inf, "plateau_bad": 0, "lr_scale": 1.0,
+             "world_size": ddp.world}
     log = RunLog(run_dir)
     if resume and (run_dir / LAST).is_file():
-        state = _load_last(run_dir / LAST, task, opt, sched, device)
+        state = {**state, **_load_last(run_dir / LAST, task, opt, sched, device)}
         # a step is one batch per rank: a run resumed with another process count restarts at the same batch
         saved_world = state.get("world_size", 1)
         state["step_in_epoch"] = state["step_in_epoch"] * saved_world // ddp.world
@@ -308,18 +370,23 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
         torch.save(ckpt, tmp)
         tmp.replace(path)
 
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+    lr_floor_hit = False
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not lr_floor_hit:
         epoch = state["epoch"]
         if task.on_epoch_start:
             task.on_epoch_start(epoch)
         task.model.train()
-        t0, seen, running = time.time(), 0, []
+        for m in task.extra_modules.values():
+            m.train()
+        t0, seen, running, train_parts = time.time(), 0, [], []
         start = state["step_in_epoch"]
         batches = task.train_batches(epoch, start * ddp.world)
         if not task.shards_batches:
             batches = _rank_batches(batches, ddp)
         bar = _bar(range(start, steps), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         for step, batch in zip(bar, batches):
+            if task.on_step_start:
+                task.on_step_start(state["global_step"], steps * cfg.epochs)
             x, y = _to(batch, device)
             loss, parts = task.loss(forward(x), y)
             opt.zero_grad(set_to_none=True)
@@ -329,6 +396,7 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
             sched.step()
             seen += len(y)
             running.append(float(loss.detach()))
+            train_parts.append(parts)
             state["step_in_epoch"], state["global_step"] = step + 1, state["global_step"] + 1
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", img_s=f"{seen / (time.time() - t0):.0f}")
@@ -336,32 +404,58 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
                 save(run_dir / LAST)
         train_time = time.time() - t0
         scores = labels = None
+        val_loss, val_auc, val_parts = math.nan, math.nan, {}
         if ddp.main:
-            val_loss, val_auc, scores, labels = evaluate(task, device)
-        val_loss, val_auc = _shared_validation((val_loss, val_auc) if ddp.main else None, ddp)
+            val_loss, val_auc, scores, labels, val_parts = evaluate_parts(task, device)
+        val_loss, val_auc, val_parts = _shared_validation((val_loss, val_auc, val_parts) if ddp.main else None, ddp)
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        improved_loss = val_loss < state["best_loss"] - 1e-4
+        watched = monitored(cfg, val_loss, val_auc, val_parts)
+        improved = watched < state["best_monitor"] - 1e-4
+        state["best_monitor"] = min(state["best_monitor"], watched)
         state["best_loss"] = min(state["best_loss"], val_loss)
-        state["bad_epochs"] = 0 if improved_loss else state["bad_epochs"] + 1
+        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(running)) if running else None,
-               "val_loss": val_loss, "val_auc": val_auc, "lr": sched.get_last_lr()[0],
+               "val_loss": val_loss, "val_auc": val_auc, "monitor": cfg.monitor, "monitored": watched,
+               "lr": opt.param_groups[0]["lr"], "train_parts": _mean_parts(train_parts), "val_parts": val_parts,
                "images_per_s": seen / max(train_time, 1e-9), "train_s": train_time, "time": time.time()}
         if ddp.main:
             log.write(row)
         console(f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
                 f"val_auc {val_auc:.4f} ({row['images_per_s']:.0f} img/s)")
-        if not math.isnan(val_auc) and val_auc > state["best_auc"]:
-            state["best_auc"] = val_auc
+        if cfg.select == "monitor":
+            is_best = improved
+        else:
+            is_best = not math.isnan(val_auc) and val_auc > state["best_auc"]
+        if not math.isnan(val_auc):
+            state["best_auc"] = max(state["best_auc"], val_auc)
+        if is_best:
             state["best"] = {"epoch": epoch + 1, "val_auc": val_auc, "val_loss": val_loss,
-                             "images_per_s": row["images_per_s"]}
+                             "monitored": watched, "images_per_s": row["images_per_s"]}
             save(run_dir / BEST, {"val_scores": scores, "val_labels": labels})
+        if cfg.schedule == "plateau":
+            lr_floor_hit = _plateau_step(cfg, state, improved, opt, sched, console)
         save(run_dir / LAST)
     if state["bad_epochs"] >= cfg.patience:
-        console(f"early stop: val loss did not improve for {cfg.patience} epochs")
+        console(f"early stop: val {cfg.monitor} did not improve for {cfg.patience} epochs")
     if state["best"] is None:  # e.g. a single-class val set: keep the last weights as "best"
         save(run_dir / BEST)
     _finish_distributed(ddp)
     return state["best"] or {}
+
+
+def _plateau_step(cfg: LoopConfig, state: dict[str, Any], improved: bool, opt, sched,
+                  console: Callable[[str], None]) -> bool:
+    """Bondi et al.: lr x `plateau_factor` after `plateau_patience` validations without improvement;
+    True once the lr has fallen below `min_lr` (training ends there)."""
+    state["plateau_bad"] = 0 if improved else state["plateau_bad"] + 1
+    if state["plateau_bad"] >= cfg.plateau_patience:
+        state["plateau_bad"] = 0
+        state["lr_scale"] *= cfg.plateau_factor
+        sched.base_lrs = [lr * cfg.plateau_factor for lr in sched.base_lrs]
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base
+        console(f"plateau: lr -> {opt.param_groups[0]['lr']:.2e}")
+    return opt.param_groups[0]["lr"] < cfg.min_lr
 
 
 def _load_last(path: Path, task: TrainTask, opt, sched, device: torch.device) -> dict[str, Any]:

@@ -174,21 +174,21 @@ class HardnessAwareExpander(nn.Module):
 
     @staticmethod
     def synthetic_similarity(s_ap: Tensor, s_an: Tensor, eta: Tensor | float) -> Tensor:
-        """Cosine similarity between anchor and L2-normalised synthetic negative, for unit-norm
-        embeddings, from the triplet's similarities alone: the same as ``synthesize`` followed by a
-        dot product, at O(T) instead of O(T * D) cost.
+        """Eq. 2's similarity ``<z, z~->`` (a dot product) between a unit-norm anchor and its synthetic
+        negative from Eq. 6, from the triplet's similarities alone: the same as ``synthesize`` followed
+        by a dot product, at O(T) instead of O(T * D) cost.
 
         On the unit sphere ``d = sqrt(2 - 2 S)``; Eq. 6 gives ``z~ = (1 - t) z + t z-`` with
-        ``t = [eta d- + (1 - eta) d+] / d-``, so ``<z, z~> = 1 - t + t S_an`` and
-        ``|z~|^2 = (1 - t)^2 + t^2 + 2 t (1 - t) S_an``.
+        ``t = [eta d- + (1 - eta) d+] / d-``, so ``<z, z~> = 1 - t + t S_an = 1 - t d-^2 / 2``.
+        ``z~`` stays where Eq. 6 puts it, on the chord, at distance ``t d- >= d+`` from the anchor: it
+        is not projected back onto the sphere (a projection can move it closer to the anchor than the
+        positive, which Eq. 6 rules out), so ``<z, z~> <= S_ap`` always.
         """
         eps = 1e-12
         d_pos = (2 - 2 * s_ap).clamp_min(eps).sqrt()
         d_neg = (2 - 2 * s_an).clamp_min(eps).sqrt()
         t = (eta * d_neg + (1 - eta) * d_pos) / d_neg
-        dot = 1 - t + t * s_an
-        norm = ((1 - t) ** 2 + t**2 + 2 * t * (1 - t) * s_an).clamp_min(eps).sqrt()
-        return torch.where(d_neg > d_pos, dot / norm, s_an)
+        return torch.where(d_neg > d_pos, 1 - t + t * s_an, s_an)
 
     def expand(
         self,

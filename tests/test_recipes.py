@@ -1,0 +1,264 @@
+"""Recipes against their papers: every backbone x mode trains, multimetric's schedule and validation,
+Bondi's triplets / optimiser / schedule, Kumar's bagging and the ensemble bundle it exports."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DFDC_FACES
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytorch_metric_learning")
+
+from dfscan.train import loop  # noqa: E402
+from dfscan.train.recipes import RecipeConfig, registry, run_recipe  # noqa: E402
+from dfscan.train.recipes.bagging import bag_subset  # noqa: E402
+
+needs_faces = pytest.mark.skipif(not (DFDC_FACES / "labels.csv").is_file(),
+                                 reason=f"DFDC face crops not found at {DFDC_FACES}")
+
+
+def tiny(recipe: str, tmp: Path, **kw) -> RecipeConfig:
+    base = dict(recipe=recipe, dataset=str(DFDC_FACES), input_size=64, epochs=1, batch_size=8, limit=48,
+                val_limit=24, progress=False, num_workers=0, cache_dir=str(tmp / "cache"), proj_dim=16,
+                max_steps_per_epoch=2, augment=())
+    base.update(kw)
+    return RecipeConfig(**base)
+
+
+def log_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- every backbone x mode
+
+def _weights(backbone: str) -> tuple[bool, str | None]:
+    """(pretrained, why not): pretrained where its weights are here, else the architecture untrained."""
+    if backbone == "efficientnet_lite0":
+        return True, None
+    if backbone == "facenet":
+        path = os.environ.get("DFSCAN_FACENET_WEIGHTS")
+        return (True, None) if path and Path(path).is_file() else (False, "no VGGFace2 weights")
+    if backbone == "dlib_resnet":
+        from dfscan.train.dlib_resnet import default_weights_path
+        return (True, None) if default_weights_path().is_file() else (False, "no dlib weights")
+    if backbone == "resnet34":
+        path = os.environ.get("DFSCAN_RESNET34_WEIGHTS")
+        return (True, None) if path and Path(path).is_file() else (False, "no local ImageNet weights")
+    try:
+        import timm  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a broken torchvision raises anything
+        pytest.skip(f"{backbone}: timm is not usable here ({exc})")
+    return False, "timm weights come from a hub this machine cannot reach"
+
+
+SIZES = {"facenet": 96, "dlib_resnet": 150}
+# finetune: Lite0 trains whole from images (the uncached path); the larger nets train their last stage
+# from cached maps (the partly-frozen path), which keeps this matrix to seconds per case on 2 cores
+FINETUNE_FROZEN = {"efficientnet_lite0": 0, "facenet": 5, "dlib_resnet": 5, "resnet34": 4, "timm:efficientnet_b0": 0}
+
+
+@needs_faces
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "facenet", "dlib_resnet", "resnet34",
+                                      "timm:efficientnet_b0"])
+def test_every_backbone_and_mode_trains(tmp_path, backbone, mode):
+    pretrained, _why_untrained = _weights(backbone)  # untrained weights still run every line of the recipe
+    cfg = tiny("triplet", tmp_path, backbone=backbone, mode=mode, pretrained=pretrained,
+               input_size=SIZES.get(backbone, 64), limit=16, val_limit=8, classifier="logreg",
+               freeze_stages=FINETUNE_FROZEN[backbone] if mode == "finetune" else 0)
+    best = run_recipe(cfg, tmp_path / "run", console=lambda s: None)
+    ckpt = loop.load_checkpoint(best)
+    assert ckpt["backbone"] == backbone and ckpt["head"]["kind"] == "sklearn"
+    assert len(ckpt["val_scores"]) == 8 and np.isfinite(ckpt["val_scores"]).all()
+    if mode == "frozen":  # the projection trained, from cached pooled rows
+        assert ckpt["embed"]["proj_dim"] == 16
+
+
+# ---------------------------------------------------------------- multimetric
+
+@needs_faces
+@pytest.mark.slow
+def test_multimetric_logs_each_term_and_ahe_runs_after_its_start(tmp_path):
+    cfg = tiny("multimetric", tmp_path, epochs=3, freeze_stages=4, max_steps_per_epoch=3, patience=3)
+    run_recipe(cfg, tmp_path / "run", console=lambda s: None)
+    rows = log_rows(tmp_path / "run")
+    # early stopping watches the val CE term, which the weight-center loss (on from iteration 3, epoch 2)
+    # and AHE (from iteration 6, epoch 3) do not enter; the old watch, the total val loss, jumped with them
+    assert len(rows) == 3 and [r["monitor"] for r in rows] == ["ce"] * 3
+    assert all(r["monitored"] == pytest.approx(r["val_parts"]["ce"]) for r in rows)
+    for r in rows:
+        assert {"weight_center", "triplet", "ce", "eta", "synthetic"} <= set(r["train_parts"]) | set(r["val_parts"])
+    assert rows[0]["train_parts"]["weight_center"] == 0.0 and rows[0]["train_parts"]["synthetic"] == 0.0
+    assert rows[1]["train_parts"]["weight_center"] > 0 and rows[1]["train_parts"]["synthetic"] == 0.0
+    assert rows[2]["train_parts"]["synthetic"] > 0 and rows[2]["train_parts"]["eta"] < 1.0
+
+
+def test_validation_runs_in_eval_mode_and_leaves_the_centres_alone():
+    from dfscan.train.losses import MultiMetricLoss
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 4)
+    head = torch.nn.Linear(4, 2)
+    net = torch.nn.ModuleDict({"body": model, "head": head})
+    mm = MultiMetricLoss(4)
+    x, y = torch.randn(16, 6), torch.tensor([0, 1] * 8)
+
+    def forward(inp):
+        emb = net["body"](inp)
+        return emb, net["head"](emb)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp):
+            return forward(inp)
+
+    wrapped = Wrapped()
+    mm.train()
+    mm(*forward(x), y)  # a training batch sets and moves the centre
+    centres = mm.weight_center.centers.clone()
+    task = loop.TrainTask(model=wrapped, loss=lambda out, t: mm(out[0], out[1], t.long()),
+                          train_batches=lambda e, s: iter(()), steps_per_epoch=1,
+                          val_batches=lambda: iter([(torch.randn(16, 6), y.float())]),
+                          score=lambda outs: torch.cat([o[1] for o in outs]).softmax(1)[:, 1].numpy(),
+                          extra_modules={"multimetric": mm})
+    wrapped.train()
+    loss, auc, scores, labels, parts = loop.evaluate_parts(task, torch.device("cpu"))
+    assert torch.equal(mm.weight_center.centers, centres)
+    assert mm.training and wrapped.training  # modes restored for the next epoch
+    assert {"ce", "weight_center", "triplet"} <= set(parts) and len(scores) == 16
+
+
+# ---------------------------------------------------------------- Bondi: triplets, optimiser, plateau
+
+def test_balanced_random_triplets():
+    from dfscan.train.recipes.core import balanced_random_triplets
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    a, p, n = balanced_random_triplets(labels)
+    assert len(a) == 8 and sorted(a.tolist()) == list(range(8))
+    assert (labels[a] == labels[p]).all() and (a != p).all() and (labels[a] != labels[n]).all()
+    assert int((labels[a] == 0).sum()) == int((labels[a] == 1).sum()) == 4  # (r,r,f) as many as (f,f,r)
+
+
+def _toy_task(steps: int = 4):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    xs, ys = torch.randn(32, 3), (torch.arange(32) % 2).float()
+
+    def batches(epoch, start):
+        for i in range(start, steps):
+            yield xs[i * 8 % 32:(i * 8 % 32) + 8], ys[i * 8 % 32:(i * 8 % 32) + 8]
+
+    def loss(out, y):
+        value = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], y)
+        return value, {"bce": float(value.detach())}
+
+    return loop.TrainTask(model=model, loss=loss, train_batches=batches, steps_per_epoch=steps,
+                          val_batches=lambda: iter([(torch.randn(8, 3), ys[:8])]),  # noise: no improvement
+                          score=lambda outs: torch.cat(outs)[:, 0].numpy())
+
+
+def test_plateau_drops_the_lr_and_stops_below_min_lr(tmp_path):
+    cfg = loop.LoopConfig(epochs=20, lr=1e-4, optimizer="adam", schedule="plateau", plateau_patience=1,
+                          min_lr=1e-7, patience=100, monitor="loss", select="monitor", progress=False)
+    messages = []
+    loop.train(_toy_task(), cfg, tmp_path, {}, console=messages.append)
+    rows = log_rows(tmp_path)
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] == pytest.approx(1e-4) and len(rows) < 20  # x0.1 per stalled validation, then stop
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])) and lrs[-1] < lrs[0]
+    last = loop.load_checkpoint(tmp_path / loop.LAST)
+    assert last["optimizer"]["param_groups"][0]["lr"] < 1e-7  # training ended once the lr fell below min_lr
+    best = loop.load_checkpoint(tmp_path / loop.BEST)
+    assert best["loop"]["best"]["val_loss"] == pytest.approx(min(r["val_loss"] for r in rows))
+
+
+def test_sgd_momentum_and_step_schedule_by_iterations(tmp_path):
+    cfg = loop.LoopConfig(epochs=2, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="step",
+                          step_every_steps=3, patience=10, progress=False)
+    loop.train(_toy_task(steps=4), cfg, tmp_path, {})
+    last = loop.load_checkpoint(tmp_path / loop.LAST)
+    group = last["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
+    assert group["lr"] == pytest.approx(0.01 * 0.1 ** (8 // 3))  # 8 iterations: two drops
+
+
+# ---------------------------------------------------------------- Kumar: bagging and the ensemble
+
+def test_bag_subsets_are_balanced_and_split_the_larger_class():
+    labels = [1] * 70 + [0] * 10  # Celeb-DF-like: seven times more fakes
+    records = list(range(80))
+    bags = [bag_subset(records, labels, b, 7, seed=1) for b in range(7)]
+    fakes = [{r for r in bag if labels[r] == 1} for bag in bags]
+    assert all(len(f) == 10 and len(bag) == 20 for f, bag in zip(fakes, bags))
+    assert set().union(*fakes) == set(range(70)) and sum(len(f) for f in fakes) == 70  # disjoint parts
+    assert all({r for r in bag if labels[r] == 0} == set(range(70, 80)) for bag in bags)  # every real
+    balanced = [bag_subset(records[:20], [0, 1] * 10, b, 2) for b in range(2)]
+    assert set(balanced[0]).isdisjoint(balanced[1]) and all(len(b) == 10 for b in balanced)
+
+
+@needs_faces
+@pytest.mark.slow
+def test_bagged_bce_exports_an_ensemble_that_check_and_eval_run(tmp_path, face_video):
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+    runner = CliRunner()
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    result = runner.invoke(app, ["train", "bce", "--dataset", f"faces:{DFDC_FACES}", "--bags", "3", "--limit", "300",
+                                 "--epochs", "1", "--out", str(run), "--input-size", "64", "--val-limit", "60",
+                                 "--freeze-stages", "4", "--aug-copies", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output[-2000:]
+    members = [loop.load_checkpoint(run / f"member_{i}" / "best.pt") for i in range(3)]
+    assert all(m["metrics"]["train_images"] == 100 for m in members)  # 300 split three ways
+    result = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(bundle), "--name", "bagged"])
+    assert result.exit_code == 0, result.output[-2000:]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["ensemble"]["combination"] == "vote" and len(manifest["ensemble"]["members"]) == 3
+    assert set(manifest["files"]) == {"member_0", "member_1", "member_2"}
+    checked = runner.invoke(app, ["check", str(face_video), "--model", str(bundle), "--json"])
+    assert checked.exit_code in (0, 1), checked.output[-2000:]
+    out = json.loads(checked.stdout)
+    assert out["label"] in ("FAKE", "REAL") and out["model"]["name"] == "bagged"
+    assert len(out["model"]["ensemble"]["members"]) == 3
+
+    from dfscan.evaluate import evaluate_faceset
+    from dfscan.model.scorer import Scorer
+    small = _small_face_set(tmp_path / "faces", 24)
+    scorer = Scorer(bundle, device="cpu")
+    evaluated = evaluate_faceset(scorer, small, "val")
+    assert len(evaluated.members) == 3 and all(m["frame"]["n"] == 24 for m in evaluated.members)
+    votes = {item.score for item in evaluated.items if item.level == "frame"}
+    assert votes <= {0.0, 1 / 3, 2 / 3, 1.0}  # fractions of the three members' decisions
+
+    (bundle / "member_1" / "classifier.onnx").write_bytes(b"edited")
+    from dfscan.errors import ModelError
+    with pytest.raises(ModelError, match="hash"):
+        Scorer(bundle, device="cpu")
+
+
+def _small_face_set(root: Path, n: int) -> Path:
+    """A face set of n val rows of the shared crops (linked, not copied)."""
+    lines = (DFDC_FACES / "labels.csv").read_text().splitlines()
+    val = [ln for ln in lines[1:] if ",val," in ln]
+    real = [ln for ln in val if ",real," in ln][: n // 2]
+    fake = [ln for ln in val if ",fake," in ln][: n // 2]
+    root.mkdir(parents=True)
+    (root / "labels.csv").write_text("\n".join([lines[0], *real, *fake]) + "\n")
+    (root / "images").symlink_to(DFDC_FACES / "images")
+    return root
+
+
+def test_registry_lists_every_recipe_with_its_own_options():
+    specs = registry()
+    assert {"triplet", "bce", "twostep", "multimetric"} <= set(specs)
+    assert [o.flag for o in specs["triplet"].options][:2] == ["--mode", "--classifier"]
+    assert specs["bce"].defaults["augment"] == ("flip", "bc", "hsv", "jpeg")
+    assert RecipeConfig(recipe="bce", dataset="a, b").datasets == ["a", "b"]
