@@ -42,6 +42,9 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     # that spinning steals the cores the other threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The CPU arena keeps the largest buffer each input shape ever needed; MTCNN's pyramid and RNet/ONet
+    # batches vary in shape frame by frame, so with it peak memory grows with the video's length.
+    options.enable_cpu_mem_arena = False
     return options
 
 
