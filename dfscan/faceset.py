@@ -199,7 +199,7 @@ class FaceSetWriter:
         self.jpeg_quality = jpeg_quality
         if geometry is not None:
             self._check_geometry(geometry)
-        self._done_videos = self._read_done_videos()
+        self._done_videos, self._done_files = self._read_done()
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         columns = COLUMNS if new_file else self._existing_columns()
         self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
@@ -224,14 +224,19 @@ class FaceSetWriter:
             header = next(csv.reader(fh), None)
         return tuple(header) if header else COLUMNS
 
-    def _read_done_videos(self) -> set[str]:
+    def _read_done(self) -> tuple[set[str], set[str]]:
+        """The videos and the files that rows already name (what a resumed run skips)."""
         if not self.csv_path.is_file():
-            return set()
+            return set(), set()
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
-            return {row["video"] for row in csv.DictReader(fh) if row.get("video")}
+            rows = list(csv.DictReader(fh))
+        return {r["video"] for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
 
     def has_video(self, video: str) -> bool:
         return video in self._done_videos
+
+    def has_file(self, file: str) -> bool:
+        return file in self._done_files
 
     def write_image(self, image: np.ndarray, record: FaceRecord) -> None:
         """Write the crop only; rows come later with `add_rows`, so a killed run never lists a half video."""
@@ -249,6 +254,7 @@ class FaceSetWriter:
         for record in records:
             self._writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items() if k != "origin"})
             self._done_videos.add(record.video)
+            self._done_files.add(record.file)
         self._fh.flush()
 
     def close(self) -> None:

@@ -76,6 +76,9 @@ class FaceDataset(Dataset):
         return normalise(rgb, self.mean, self.std), record.is_fake
 
 
+_LANDMARKS: dict[tuple[str, int, float], np.ndarray] = {}  # (image path, side, crop margin) -> 68 points
+
+
 class PseudoFakeDataset(Dataset):
     """A FaceDataset plus a self-blended twin (label fake) for a share of its real faces (`--pseudo-fakes
     sbi[:FRACTION]`, Shiohara & Yamasaki 2022). Item n + k is the blend of the k-th chosen real face.
@@ -90,7 +93,6 @@ class PseudoFakeDataset(Dataset):
             raise ValueError(f"pseudo-fake fraction must be in (0, 1], not {fraction}")
         self.base, self.seed, self.fresh, self.calls = base, seed, fresh, 0
         self.twins = self.choose_twins(base.records, fraction, seed)
-        self._landmarks: dict[int, np.ndarray] = {}
         self._landmarker = None
 
     @staticmethod
@@ -127,15 +129,17 @@ class PseudoFakeDataset(Dataset):
 
         k = self.twins[i - len(self.base)]
         record = self.base.records[k]
-        rgb = load_image(self.base.face_set.image_path(record), max(self.base.size, 256))
-        if k not in self._landmarks:
+        path = self.base.face_set.image_path(record)
+        rgb = load_image(path, max(self.base.size, 256))
+        key = (str(path), rgb.shape[0], self._margin(record))
+        if key not in _LANDMARKS:  # shared by the train, plain-train and val datasets over the same faces
             self._landmarker = self._landmarker or Landmarker()
-            self._landmarks[k] = self._landmarker(rgb, box_in_crop(rgb.shape[0], self._margin(record)))
+            _LANDMARKS[key] = self._landmarker(rgb, box_in_crop(rgb.shape[0], key[2]))
         self.calls += 1
         # torch.initial_seed() differs per epoch and DataLoader worker: fresh blends without shared state
         fresh = [torch.initial_seed() % (1 << 32), self.calls] if self.fresh else []
         rng = np.random.default_rng([self.seed, k, *fresh])
-        fake = self_blend(rgb, self._landmarks[k], rng)[0]
+        fake = self_blend(rgb, _LANDMARKS[key], rng)[0]
         fake = cv2.resize(fake, (self.base.size, self.base.size), interpolation=cv2.INTER_AREA)
         if self.base.augment is not None:
             fake = self.base.augment(fake)

@@ -250,9 +250,8 @@ def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings
                     "view": view.__dict__, "seed": seed}
     stats = PoolStats()
     with FaceSetWriter(out_dir, geometry=out_geometry) as writer:
-        done = _written_files(Path(out_dir))  # resume at whole source faces: their rows land together
         for n, (i, record) in enumerate(records):
-            if f"{_stem(record)}_v0.png" in done:
+            if writer.has_file(f"{_stem(record)}_v0.png"):  # resume at whole source faces: their rows land together
                 continue
             rows = _views_of(faces, record, i, stored_margin, landmarker, view, copies, domain, seed, writer, stats)
             writer.add_rows(rows)
@@ -276,16 +275,6 @@ def _pick(faces, splits: Iterable[str], limit: int | None, fakes: bool, seed: in
 
 def _stem(record) -> str:
     return Path(record.file).with_suffix("").as_posix().replace("/", "__")
-
-
-def _written_files(root: Path) -> set[str]:
-    import csv  # noqa: PLC0415
-
-    path = root / "labels.csv"
-    if not path.is_file():
-        return set()
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["file"] for row in csv.DictReader(fh)}
 
 
 def _views_of(faces, record, index: int, stored_margin: float, landmarker: Landmarker,
