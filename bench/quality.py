@@ -9,7 +9,11 @@ Sections (each needs ../shared beside the checkout; a missing part is reported a
           face crops above the threshold (issue 8: no clip FAKE, at most 5% of crops above).
 - wild:   wild_clips val videos (16 real, 1 fake; other sources than any training set): labels, video AUC,
           reals called FAKE at each operating point, per source.
-- images: wild_clips val face images (FF++ and Celeb-DF real and fake crops): frame AUC.
+- images: wild_clips val face images (Celeb-DF v2 real and Celeb-synthesis crops, 8 + 4): frame AUC.
+- ffpp:   FaceForensics++ 000 face images (real, Deepfakes, Face2Face, FaceSwap, NeuralTextures; 4 frames each):
+          labelled train in wild_clips but never trained on (pools are cut from its videos only). Each method's
+          four frames are scored as a short video (mean): which fakes are called FAKE at each point (issue 8:
+          FF++ c23, at least 3 of 4 fakes FAKE), frame AUC.
 - dfdc:   held-out DFDC val crops (3,094): frame AUC, FPR/TPR at each operating point.
 - sbi:    self-blended copies of the shared real clips' scanner crops vs the crops themselves: AUC
           (does the model see a blending boundary at all?).
@@ -33,7 +37,7 @@ SHARED = ROOT.parent / "shared"
 CLIPS = SHARED / "clips" / "real"
 WILD = SHARED / "datasets" / "wild_clips"
 DFDC = SHARED / "datasets" / "dfdc_faces"
-SECTIONS = ("clips", "wild", "images", "dfdc", "sbi")
+SECTIONS = ("clips", "wild", "images", "ffpp", "dfdc", "sbi")
 
 
 def auc(labels: list[int] | np.ndarray, scores: list[float] | np.ndarray) -> float | None:
@@ -104,6 +108,22 @@ def wild_images(scorer: Any, points: dict[str, float]) -> dict[str, Any]:
     y = [int(r["label"] == "fake") for r in rows]
     return {"n": len(rows), "frame_auc": auc(y, scores), "at": rates(np.asarray(y), scores, points),
             "per_image": {r["file"]: round(float(v), 4) for r, v in zip(rows, scores)}}
+
+
+def ffpp_images(scorer: Any, points: dict[str, float]) -> dict[str, Any]:
+    with open(WILD / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["dataset"] == "FaceForensics++" and r["file"].startswith("images/")]
+    scores = score_images(scorer, [WILD / r["file"] for r in rows])
+    y = np.asarray([int(r["label"] == "fake") for r in rows])
+    by_method: dict[str, list[float]] = {}
+    for r, v in zip(rows, scores):
+        by_method.setdefault(r["method"] or "real", []).append(float(v))
+    videos = {m: round(float(np.mean(v)), 4) for m, v in by_method.items()}
+    fakes = {m: v for m, v in videos.items() if m != "real"}
+    return {"n": len(rows), "frame_auc": auc(y, scores), "videos": videos,
+            "fakes_called_fake": {n: sum(v >= t for v in fakes.values()) for n, t in points.items()},
+            "real_called_fake": {n: int(videos.get("real", 0.0) >= t) for n, t in points.items()},
+            "n_fakes": len(fakes)}
 
 
 def dfdc_val(scorer: Any, points: dict[str, float]) -> dict[str, Any]:
@@ -177,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"clips": (CLIPS, lambda: scan_clips(args.model, threshold)),
             "wild": (WILD, lambda: scan_wild(args.model, points)),
             "images": (WILD, lambda: wild_images(scorer, points)),
+            "ffpp": (WILD, lambda: ffpp_images(scorer, points)),
             "dfdc": (DFDC, lambda: dfdc_val(scorer, points)),
             "sbi": (CLIPS, lambda: sbi_proxy(scorer))}
     for name, (needs, run) in runs.items():
