@@ -55,6 +55,7 @@ def escaped(value: Any) -> Any:
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+NUMBER_COLUMNS = frozenset({"lr", "log10_lr"})  # CSV cells formatted from floats by dfscan, never from outside text
 
 
 def csv_cell(value: Any) -> Any:
@@ -79,7 +80,8 @@ def _fmt(value: Any) -> str:
     return f"{float(value):.3f}"
 
 
-def _lr_cell(record: dict[str, Any] | None, key: str) -> str:
+def lr_cell(record: dict[str, Any] | None, key: str) -> str:
+    """A likelihood-ratio value as the CSV (and the report index) write it; empty when absent."""
     value = (record or {}).get(key)
     return "" if value is None else f"{float(value):.6g}"
 
@@ -152,8 +154,9 @@ class VideoResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def csv_row(self) -> dict[str, Any]:
-        """The flat row, cells made safe for spreadsheets and UTF-8 (`csv_cell`)."""
-        return {key: csv_cell(value) for key, value in self._flat_row().items()}
+        """The flat row, cells made safe for spreadsheets and UTF-8 (`csv_cell`); numbers dfscan formatted
+        itself stay numbers (a negative log10 LR is no formula)."""
+        return {key: value if key in NUMBER_COLUMNS else csv_cell(value) for key, value in self._flat_row().items()}
 
     def _flat_row(self) -> dict[str, Any]:
         video = self.video or {}
@@ -190,8 +193,8 @@ class VideoResult:
             "reason": self.reason or "",
             "seconds": _fmt(self.timings.get("total_s")),
             "dfscan_version": self.dfscan_version,
-            "lr": _lr_cell(self.likelihood_ratio, "lr"),
-            "log10_lr": _lr_cell(self.likelihood_ratio, "log10"),
+            "lr": lr_cell(self.likelihood_ratio, "lr"),
+            "log10_lr": lr_cell(self.likelihood_ratio, "log10"),
         }
 
 

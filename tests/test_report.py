@@ -1,18 +1,26 @@
 """HTML reports: self-contained (no external URL), and they render in a real browser."""
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import dfscan
+from dfscan.cli import app
+from dfscan.likelihood import format_lr
+from dfscan.model.scorer import default_bundle_path
 from dfscan.report.html import ScanReport, write_video_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+runner = CliRunner()
 FAKE_RED = (0xC0, 0x39, 0x2B)  # LABEL_COLOUR["FAKE"], RGB
 
 
@@ -66,3 +74,87 @@ def test_report_renders_in_chromium(fake_result, tmp_path):
     lower = shot[500:1300]
     colours = len(np.unique(lower.reshape(-1, 3) // 8, axis=0))
     assert colours > 200, "face thumbnails should be rendered as images"
+
+
+class _IndexRows(HTMLParser):
+    """The rows of a scan index: each cell's text and attributes, keyed by the video link's text."""
+
+    def __init__(self):
+        super().__init__()
+        self.header: list[str] = []
+        self.rows: list[list[tuple[str, dict]]] = []
+        self._cell: tuple[list[str], dict] | None = None
+        self._in_header = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._in_header = tag == "th"
+            self._cell = ([], dict(attrs))
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[0].append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            text = "".join(self._cell[0]).strip()
+            if self._in_header:
+                self.header.append(text)
+            else:
+                self.rows[-1].append((text, self._cell[1]))
+            self._cell = None
+
+
+def _index_table(index_html: str) -> tuple[list[str], dict[str, dict[str, tuple[str, dict]]]]:
+    parser = _IndexRows()
+    parser.feed(index_html)
+    rows = [dict(zip(parser.header, cells)) for cells in parser.rows if cells]
+    return parser.header, {row["video"][0]: row for row in rows}
+
+
+@pytest.mark.skipif(not (default_bundle_path() / "manifest.json").is_file(), reason="no shipped model in weights/default")
+def test_scan_index_lr_column_agrees_with_csv_and_jsonl(real_clips, blank_video, tmp_path):
+    """The shipped (LR-calibrated) bundle over the shared real clips, a blank video and a broken file:
+    the index has the LR columns, with the CSV's values; NO_FACE and ERROR rows have empty LR cells."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    videos = [*sorted(str(p) for p in real_clips.glob("*.mp4")), str(blank_video), str(bad)]
+    (tmp_path / "videos.txt").write_text("\n".join(videos) + "\n")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["scan", str(tmp_path / "videos.txt"), "--frames", "6", "--device", "cpu",
+                                 "--csv", str(tmp_path / "r.csv"), "--jsonl", str(tmp_path / "r.jsonl"),
+                                 "--report", str(out)])
+    assert result.exit_code in (0, 1, 3), result.output  # 3: the batch has an ERROR row
+    csv_rows = {row["path"]: row for row in csv.DictReader(open(tmp_path / "r.csv", newline=""))}
+    json_rows = {row["path"]: row for row in map(json.loads, open(tmp_path / "r.jsonl"))}
+    index_html = (out / "index.html").read_text()
+    header, index_rows = _index_table(index_html)
+    assert header[:6] == ["verdict", "score", "LR", "log10 LR", "strength of evidence", "LR bounds (ELUB)"]
+    assert set(index_rows) == set(csv_rows) == set(videos)
+    scored = 0
+    for path, row in index_rows.items():
+        record = json_rows[path]["likelihood_ratio"]
+        lr_text, lr_attrs = row["LR"]
+        assert row["verdict"][0] == csv_rows[path]["label"]
+        if record["lr"] is None:
+            assert csv_rows[path]["lr"] == "" and lr_text == "" and row["log10 LR"][0] == ""
+            assert lr_attrs["title"] == record["reason"]
+            continue
+        scored += 1
+        assert lr_attrs["data-lr"] == csv_rows[path]["lr"] and lr_attrs["data-log10-lr"] == csv_rows[path]["log10_lr"]
+        assert lr_text == format_lr(record["lr"]) and float(row["log10 LR"][0]) == pytest.approx(record["log10"], abs=0.005)
+        assert row["strength of evidence"][0].startswith(record["verbal"])
+        low, high = record["bounds"]
+        assert row["LR bounds (ELUB)"][0] == f"{format_lr(low)} to {format_lr(high)}"
+        assert low <= float(csv_rows[path]["lr"]) <= high
+        assert float(csv_rows[path]["log10_lr"]) == record["log10"], "a negative log10 LR is a number, not a guarded text"
+    assert scored == 4, "every real clip has a face and so an LR"
+    assert index_rows[str(blank_video)]["verdict"][0] == "NO_FACE" and index_rows[str(bad)]["verdict"][0] == "ERROR"
+    # a resumed report rebuilds the same index from index.jsonl
+    resumed = ScanReport(out, resume=True)
+    try:
+        assert resumed.write_index().read_text() == index_html
+    finally:
+        resumed.close()

@@ -7,12 +7,12 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, NamedTuple
 
 from dfscan.likelihood import explanation, format_lr
 from dfscan.inputs import path_key
 from dfscan.outputs import REPORT_INDEX, REPORT_ROWS, atomic_write_text
-from dfscan.results import VideoResult, escape_text, unescape_text
+from dfscan.results import VideoResult, escape_text, lr_cell, unescape_text
 
 GENERATOR = '<meta name="generator" content="dfscan">'
 
@@ -147,6 +147,40 @@ def _page_name(n: int, result: VideoResult) -> str:
     return f"{n:05d}_{stem}.html"
 
 
+INDEX_LR_NOTE = ("LR: likelihood ratio, how much more probable the score is if the face was manipulated than if it "
+                 "is genuine (below 1: shown as 1/x, support for genuine). It is not the probability that the video "
+                 "is fake; each video's page says which population it was calibrated on. Empty for videos with no "
+                 "score (NO_FACE, ERROR) or a bundle without an LR calibration.")
+INDEX_LR_KEYS = ("lr", "log10", "verbal", "bounds", "at_bound", "reason")
+
+
+class IndexRow(NamedTuple):
+    label: str
+    score: float | None
+    path: str
+    reason: str
+    page: str
+    likelihood_ratio: dict[str, Any] | None  # INDEX_LR_KEYS of the video's record; None in rows of older indexes
+
+
+def _index_lr(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if record is None else {key: record.get(key) for key in INDEX_LR_KEYS}
+
+
+def _index_lr_cells(record: dict[str, Any] | None) -> str:
+    """LR, log10 LR, verbal and bounds cells; the LR cell carries the CSV's lr / log10_lr values as data
+    attributes. Empty cells when there is no LR (the reason is the LR cell's tooltip)."""
+    if not record or record.get("lr") is None:
+        reason = (record or {}).get("reason") or "no likelihood ratio"
+        return f'<td class="lr" title="{_esc(reason)}"></td><td class="log10-lr"></td><td class="verbal"></td><td class="lr-bounds"></td>'
+    low, high = record["bounds"]
+    bound = " (at the bound)" if record.get("at_bound") else ""
+    return (f'<td class="lr" data-lr="{lr_cell(record, "lr")}" data-log10-lr="{lr_cell(record, "log10")}">'
+            f'{_esc(format_lr(record["lr"]))}</td><td class="log10-lr">{record["log10"]:+.2f}</td>'
+            f'<td class="verbal">{_esc(record["verbal"])}{bound}</td>'
+            f'<td class="lr-bounds">{_esc(format_lr(low))} to {_esc(format_lr(high))}</td>')
+
+
 class ScanReport:
     """A batch report written as the scan goes: each video's page when it finishes (so memory stays flat
     over thousands of videos), and index.html, sorted by score, rewritten after each video.
@@ -157,7 +191,7 @@ class ScanReport:
     def __init__(self, out_dir: str | Path, resume: bool = False):
         self.out_dir = Path(out_dir)
         (self.out_dir / "videos").mkdir(parents=True, exist_ok=True)
-        self._rows: dict[str, tuple[str, float | None, str, str, str]] = {}
+        self._rows: dict[str, IndexRow] = {}
         self._pages = 0
         rows_file = self.out_dir / REPORT_ROWS
         if resume and rows_file.is_file():
@@ -171,7 +205,8 @@ class ScanReport:
             try:
                 row = json.loads(line)
                 path = unescape_text(row["path"])
-                self._rows[path_key(path)] = (row["label"], row["score"], path, row["reason"], row["page"])
+                self._rows[path_key(path)] = IndexRow(row["label"], row["score"], path, unescape_text(row["reason"]),
+                                                      row["page"], row.get("likelihood_ratio"))
             except (ValueError, KeyError, TypeError):
                 continue  # a half-written last line from a kill
         self._pages = len(list((self.out_dir / "videos").glob("*.html")))
@@ -180,22 +215,27 @@ class ScanReport:
         page = f"videos/{_page_name(self._pages, result)}"
         self._pages += 1
         write_video_report(result, self.out_dir / page)
-        row = (result.label, result.score, result.path, result.reason or "", page)
+        row = IndexRow(result.label, result.score, result.path, result.reason or "", page,
+                       _index_lr(result.likelihood_ratio))
         self._rows[path_key(result.path)] = row
-        self._rows_fh.write(json.dumps({"label": row[0], "score": row[1], "path": escape_text(row[2]),
-                                        "reason": escape_text(row[3]), "page": page}) + "\n")
+        self._rows_fh.write(json.dumps({"label": row.label, "score": row.score, "path": escape_text(row.path),
+                                        "reason": escape_text(row.reason), "page": page,
+                                        "likelihood_ratio": row.likelihood_ratio}) + "\n")
         self._rows_fh.flush()
         self.write_index()
 
     def write_index(self) -> Path:
-        ordered = sorted(self._rows.values(), key=lambda r: (r[1] is None, -(r[1] or 0.0), r[2]))
+        ordered = sorted(self._rows.values(), key=lambda r: (r.score is None, -(r.score or 0.0), r.path))
         rows = "".join(
-            f'<tr><td style="color:{LABEL_COLOUR.get(label, "#555")};font-weight:700">{_esc(label)}</td>'
-            f'<td>{_score(score)}</td><td><a href="{_esc(page)}">{_esc(path)}</a></td><td>{_esc(reason)}</td></tr>'
-            for label, score, path, reason, page in ordered)
+            f'<tr><td style="color:{LABEL_COLOUR.get(row.label, "#555")};font-weight:700">{_esc(row.label)}</td>'
+            f'<td>{_score(row.score)}</td>{_index_lr_cells(row.likelihood_ratio)}'
+            f'<td><a href="{_esc(row.page)}">{_esc(row.path)}</a></td><td>{_esc(row.reason)}</td></tr>'
+            for row in ordered)
         index = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}<title>dfscan scan report</title>
 <style>{CSS}</style></head><body><h1>dfscan scan report: {len(ordered)} videos</h1>
-<table><tr><th>verdict</th><th>score</th><th>video</th><th>note</th></tr>{rows}</table></body></html>"""
+<p class="muted">{_esc(INDEX_LR_NOTE)}</p>
+<table><tr><th>verdict</th><th>score</th><th>LR</th><th>log10 LR</th><th>strength of evidence</th>
+<th>LR bounds (ELUB)</th><th>video</th><th>note</th></tr>{rows}</table></body></html>"""
         return atomic_write_text(self.out_dir / REPORT_INDEX, index)
 
     def close(self) -> None:
