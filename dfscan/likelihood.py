@@ -193,16 +193,25 @@ def _split(log10: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return log10[labels == 0], log10[labels == 1]
 
 
+def class_costs(log10: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray
+                ) -> tuple[float | None, float | None]:
+    """Cllr's two terms, in bits: the mean of log2(1 + LR) over the genuine items and of log2(1 + 1/LR)
+    over the manipulated ones (None for a class with no items). Each is 0 for perfect LRs and 1 for LR = 1
+    throughout; on a one-class set it is the only part of Cllr that can be measured."""
+    real, fake = _split(log10, labels)
+    ln10, ln2 = math.log(10.0), math.log(2.0)
+    cost_real = float(np.mean(np.logaddexp(0.0, real * ln10)) / ln2) if len(real) else None     # log2(1 + LR)
+    cost_fake = float(np.mean(np.logaddexp(0.0, -fake * ln10)) / ln2) if len(fake) else None    # log2(1 + 1/LR)
+    return cost_real, cost_fake
+
+
 def cllr(log10: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float | None:
     """Log-likelihood-ratio cost (Brümmer & du Preez 2006), in bits; labels 1 = manipulated (Hp).
     0 is perfect, 1 is a system that always says LR = 1. None for a one-class set."""
-    real, fake = _split(log10, labels)
-    if not len(real) or not len(fake):
+    cost_real, cost_fake = class_costs(log10, labels)
+    if cost_real is None or cost_fake is None:
         return None
-    ln10 = math.log(10.0)
-    cost_real = np.mean(np.logaddexp(0.0, real * ln10)) / math.log(2.0)     # log2(1 + LR)
-    cost_fake = np.mean(np.logaddexp(0.0, -fake * ln10)) / math.log(2.0)    # log2(1 + 1/LR)
-    return float((cost_real + cost_fake) / 2.0)
+    return (cost_real + cost_fake) / 2.0
 
 
 def pav_log10_lr(log10: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -240,16 +249,22 @@ def pav_log10_lr(log10: Sequence[float] | np.ndarray, labels: Sequence[int] | np
 def lr_metrics(log10: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> dict[str, Any]:
     """Cllr (the whole cost), Cllr_min (discrimination: the cost after the best monotone re-mapping on
     this set) and Cllr_cal = Cllr - Cllr_min (the cost of miscalibration), with counts and the range of
-    log10 LRs. One-class sets give None with a note."""
+    log10 LRs, and Cllr's two class terms (`class_costs`) with the share of misleading LRs in each class
+    (LR > 1 for a genuine item, LR < 1 for a manipulated one). One-class sets give Cllr None with a note;
+    their class term is still there."""
     log10, labels = np.asarray(log10, np.float64), np.asarray(labels, np.int64)
-    out: dict[str, Any] = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum())}
+    cost_real, cost_fake = class_costs(log10, labels)
+    real, fake = _split(log10, labels)
+    out: dict[str, Any] = {"n_real": len(real), "n_fake": len(fake), "cost_real": cost_real, "cost_fake": cost_fake,
+                           "misleading_real": float((real > 0).mean()) if len(real) else None,
+                           "misleading_fake": float((fake < 0).mean()) if len(fake) else None,
+                           "log10_lr_range": [float(log10.min()), float(log10.max())] if len(log10) else None}
     total = cllr(log10, labels)
     if total is None:
-        return {**out, "cllr": None, "cllr_min": None, "cllr_cal": None, "log10_lr_range": None,
+        return {**out, "cllr": None, "cllr_min": None, "cllr_cal": None,
                 "note": "Cllr needs both real and fake samples"}
     minimum = cllr(pav_log10_lr(log10, labels), labels)
-    return {**out, "cllr": total, "cllr_min": minimum, "cllr_cal": total - minimum,
-            "log10_lr_range": [float(log10.min()), float(log10.max())]}
+    return {**out, "cllr": total, "cllr_min": minimum, "cllr_cal": total - minimum}
 
 
 # --- fitting (lir, at export) ---------------------------------------------------------------------------

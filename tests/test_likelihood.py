@@ -47,6 +47,20 @@ def test_cllr_of_neutral_and_perfect_systems():
     assert m["cllr_min"] == pytest.approx(0.0) and m["cllr"] > 0.8 and m["cllr_cal"] == pytest.approx(m["cllr"])
 
 
+def test_one_class_sets_keep_their_cost_term():
+    """A source of genuine videos only has no Cllr, but its term of it: log2(1 + LR) averaged, 1 bit for
+    LR = 1, 0 for LR -> 0, log2(11) for LR = 10; and the share of its LRs that mislead (LR > 1)."""
+    reals = likelihood.lr_metrics(np.array([0.0, -9.0, 1.0, -1.0]), np.zeros(4, int))
+    assert reals["cllr"] is None and reals["cllr_min"] is None and reals["cost_fake"] is None
+    assert reals["cost_real"] == pytest.approx((1.0 + 0.0 + math.log2(11) + math.log2(1.1)) / 4, abs=1e-6)
+    assert reals["misleading_real"] == pytest.approx(0.25) and reals["n_real"] == 4 and reals["n_fake"] == 0
+    fakes = likelihood.lr_metrics(np.array([2.0, -1.0]), np.ones(2, int))
+    assert fakes["cost_fake"] == pytest.approx((math.log2(1.01) + math.log2(11)) / 2) and fakes["misleading_fake"] == 0.5
+    # with both classes, Cllr is the mean of the two terms
+    both = likelihood.lr_metrics(np.array([0.0, -9.0, 1.0, -1.0, 2.0, -1.0]), np.array([0, 0, 0, 0, 1, 1]))
+    assert both["cllr"] == pytest.approx((reals["cost_real"] + fakes["cost_fake"]) / 2)
+
+
 @needs_lir
 def test_cllr_and_cllr_min_match_lir():
     from lir.data.models import LLRData
@@ -320,3 +334,37 @@ def test_scanning_with_an_lr_bundle_imports_no_lir_sklearn_or_torch(lr_bundle, f
             "assert not heavy, heavy\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+# --- bench/cllr_sources.py -------------------------------------------------------------------------------------
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_lir
+@pytest.mark.skipif(not (DFDC_FACES / "labels.csv").is_file(), reason=f"shared DFDC faces not found at {DFDC_FACES}")
+def test_per_source_cllr_table(lr_bundle, real_clips, tmp_path, capsys):
+    """DFDC val crops (both classes: Cllr, and cross-validated) and a folder of one shared real clip (one
+    class: no Cllr, its real term, which agrees with the LR `dfscan check` gives that clip)."""
+    clips = tmp_path / "clips"
+    (clips / "real").mkdir(parents=True)
+    (clips / "real" / "talking_d0.mp4").symlink_to(real_clips / "talking_d0.mp4")
+    out = tmp_path / "cllr.json"
+    code = _bench_module("cllr_sources").main(
+        ["--model", str(lr_bundle), "--dfdc-limit", "8", "--wild", str(tmp_path / "none.csv"), "--clips", str(clips),
+         "--frames", "4", "--folds", "2", "--calibrated-on", "dfdc", "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    rows = {row["source"]: row for row in json.loads(out.read_text())["sources"]}
+    dfdc, clip = rows["DFDC val crops"], rows["shared clips (clips/)"]
+    assert (dfdc["bundle"]["n_real"], dfdc["bundle"]["n_fake"]) == (8, 8) and dfdc["in_calibration_set"]
+    assert 0 <= dfdc["bundle"]["cllr_min"] <= dfdc["bundle"]["cllr"]
+    assert dfdc["cross_validated"]["n_real"] == 8 and dfdc["cross_validated"]["cllr"] is not None
+    assert clip["bundle"]["cllr"] is None and clip["bundle"]["cost_fake"] is None and not clip["in_calibration_set"]
+    lr = dfscan.scan_video(clips / "real" / "talking_d0.mp4", model=lr_bundle, frames=4).likelihood_ratio["lr"]
+    assert clip["bundle"]["cost_real"] == pytest.approx(math.log2(1 + lr), rel=1e-3)
+    assert "| DFDC val crops | 8 / 8 | yes |" in table and "| shared clips (clips/) | 1 / 0 | no | n/a (one class)* |" in table
