@@ -183,14 +183,16 @@ def timed_process(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout}
 
 
-def whole_process(video: Path, frames: int, repeat: int, threads: int | None, model: Path | None) -> dict[str, Any]:
+def whole_process(video: Path, frames: int, repeat: int, threads: int | None, model: Path | None,
+                  cpus: str | None = None) -> dict[str, Any]:
     env = dict(os.environ)
+    pinned = ["taskset", "-c", cpus] if cpus else []
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    dfscan_cmd = [sys.executable, "-m", "dfscan", "check", str(video), "--json", "--frames", str(frames),
+    dfscan_cmd = [*pinned, sys.executable, "-m", "dfscan", "check", str(video), "--json", "--frames", str(frames),
                   "--device", "cpu", *(["--model", str(model)] if model else [])]
     indices = ",".join(str(i) for i in sorted(sampled_indices(video, frames)))  # chosen here, not in the timed child
-    reference_cmd = [sys.executable, str(Path(__file__).resolve()), "--once", str(video), "--indices", indices,
+    reference_cmd = [*pinned, sys.executable, str(Path(__file__).resolve()), "--once", str(video), "--indices", indices,
                      *(["--threads", str(threads)] if threads else [])]
     runs: dict[str, list[dict[str, Any]]] = {"dfscan": [], "reference": []}
     for _ in range(repeat + 1):  # the first of each warms the file cache and is dropped
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: all cores)")
     parser.add_argument("--model", type=Path, default=None, help="dfscan bundle (default: the shipped one)")
+    parser.add_argument("--taskset", default=None, metavar="CPUS",
+                        help="whole process: run both children on these CPUs only (taskset -c), e.g. 0: one core each")
     parser.add_argument("--skip", choices=("process", "in-process"), default=None, help="leave one comparison out")
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--indices", default="", help=argparse.SUPPRESS)
@@ -258,13 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video.is_file():
         raise SystemExit(f"{args.video} does not exist")
     report: dict[str, Any] = {"video": str(args.video), "frames": args.frames, "repeat": args.repeat,
-                              "threads": args.threads, "cpu_count": os.cpu_count(),
+                              "threads": args.threads, "taskset": args.taskset, "cpu_count": os.cpu_count(),
                               "reference": "PyAV + facenet-pytorch MTCNN (defaults, keep_all) + InceptionResnetV1 "
                                            "(random weights: same compute) + linear, torch CPU"}
     if args.skip != "process":
-        report["whole_process"] = whole_process(args.video, args.frames, args.repeat, args.threads, args.model)
+        report["whole_process"] = whole_process(args.video, args.frames, args.repeat, args.threads, args.model,
+                                                args.taskset)
         w = report["whole_process"]
-        print(f"whole process ({args.video.name}, {args.frames} frames, median of {args.repeat}):")
+        pinned = f", both on CPUs {args.taskset}" if args.taskset else ""
+        print(f"whole process ({args.video.name}, {args.frames} frames, median of {args.repeat}{pinned}):")
         print(f"  dfscan check  wall {w['dfscan']['wall_s']:7.2f} s  cpu {w['dfscan']['cpu_s']:7.2f} s  "
               f"faces {w['dfscan']['faces']}")
         print(f"  reference     wall {w['reference']['wall_s']:7.2f} s  cpu {w['reference']['cpu_s']:7.2f} s  "
