@@ -122,9 +122,12 @@ def markdown_table(rows: Sequence[dict[str, Any]], bundle_lr: dict[str, Any]) ->
         if b and b.get("cllr") is None:
             one_class = True
         cllr = _num(b.get("cllr")) if b.get("cllr") is not None else "n/a (one class)*" if b else "-"
-        counts = f"{b.get('n_real', 0)} / {b.get('n_fake', 0)}" + (f" (+{row['unscored']} unscored)" if row["unscored"] else "")
+        unscored = f" (+{row['unscored']} unscored)" if row["unscored"] else ""
+        counts = f"{b.get('n_real', 0)} / {b.get('n_fake', 0)}{unscored}"
         cv_text = (f"{_num(cv['cllr'])} / {_num(cv['cllr_min'])} / {_num(cv['cllr_cal'])}" if cv else "-")
-        lines.append(f"| {row['source']} | {counts} | {'yes' if row['in_calibration_set'] else 'no'} | {cllr} | {_num(b.get('cllr_min'))} | {_num(b.get('cllr_cal'))} "
+        in_calibration = "yes" if row["in_calibration_set"] else "no"
+        lines.append(f"| {row['source']} | {counts} | {in_calibration} | {cllr} | {_num(b.get('cllr_min'))} "
+                     f"| {_num(b.get('cllr_cal'))} "
                      f"| {_num(b.get('cost_real'))} | {_num(b.get('cost_fake'))} "
                      f"| {_pct(b.get('misleading_real'))} / {_pct(b.get('misleading_fake'))} | {cv_text} |")
     notes = [f"LRs from the bundle's calibrator ({bundle_lr.get('method')}, ELUB log10 bounds "

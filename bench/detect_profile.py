@@ -136,7 +136,8 @@ def parse_variant(text: str) -> DetectorSettings:
         name, value = part.split("=", 1)
         if name not in fields:
             raise SystemExit(f"unknown detector setting {name!r} (known: {', '.join(fields)})")
-        values[name] = type(getattr(DetectorSettings(), name))(json.loads(value)) if name != "thresholds" else tuple(json.loads(value))
+        parsed = json.loads(value)
+        values[name] = tuple(parsed) if name == "thresholds" else type(getattr(DetectorSettings(), name))(parsed)
     return dataclasses.replace(DetectorSettings(), **values)
 
 

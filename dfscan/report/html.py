@@ -172,7 +172,8 @@ def _index_lr_cells(record: dict[str, Any] | None) -> str:
     attributes. Empty cells when there is no LR (the reason is the LR cell's tooltip)."""
     if not record or record.get("lr") is None:
         reason = (record or {}).get("reason") or "no likelihood ratio"
-        return f'<td class="lr" title="{_esc(reason)}"></td><td class="log10-lr"></td><td class="verbal"></td><td class="lr-bounds"></td>'
+        return (f'<td class="lr" title="{_esc(reason)}"></td><td class="log10-lr"></td><td class="verbal"></td>'
+                '<td class="lr-bounds"></td>')
     low, high = record["bounds"]
     bound = " (at the bound)" if record.get("at_bound") else ""
     return (f'<td class="lr" data-lr="{lr_cell(record, "lr")}" data-log10-lr="{lr_cell(record, "log10")}">'
