@@ -144,7 +144,7 @@ def likelihood_ratio(score: float | None, calibration: dict[str, Any] | None,
     value = float(log10_lr([score], calibration)[0])
     low, high = (float(b) for b in calibration["bounds"])
     return {"lr": float(f"{10.0 ** value:.4g}"), "log10": round(value, 4), "verbal": verbal(value),
-            "bounds": [round(10.0 ** low, 6), round(10.0 ** high, 4)],
+            "bounds": [float(f"{10.0 ** low:.4g}"), float(f"{10.0 ** high:.4g}")],  # as lr: at the bound, equal
             "at_bound": bool(value <= low or value >= high),
             "calibration_set": describe_population(calibration), "reason": None}
 
