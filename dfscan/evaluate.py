@@ -216,7 +216,7 @@ def evaluate_videos(model: str | Path | None, folder_or_csv: str | Path, split: 
     in a fake video where only one of several people was swapped, the others count as "fake" too.
     """
     from dfscan.scan import scan_video  # noqa: PLC0415
-    from dfscan.train.extract import read_labelled_videos  # noqa: PLC0415
+    from dfscan.datasets import read_labelled_videos  # noqa: PLC0415
 
     videos = read_labelled_videos(folder_or_csv)
     if split is not None:
