@@ -8,6 +8,7 @@ wait4), which is what an OOM killer or a memory limit sees.
 
     python bench/memory.py                          # 10, 40 and 80 s clips
     python bench/memory.py --seconds 8 16 32 --json memory.json
+    python bench/memory.py --keep-freed             # "before": the same scans without handing freed memory back
     python bench/memory.py --pythonpath /work/main  # the same clips scanned by another checkout's code
 """
 from __future__ import annotations
@@ -45,12 +46,18 @@ def loop_clip(source: Path, out: Path, seconds: float) -> Path:
     return out
 
 
-def peak_rss_of_check(clip: Path, pythonpath: str | None) -> dict:
+# `dfscan` with the scan's release of freed memory switched off (dfscan.memory), for the "before" column
+KEEP_FREED = ("import dfscan.scan as scan; scan.release_free_memory = lambda: False; "
+              "from dfscan.cli import app; app()")
+
+
+def peak_rss_of_check(clip: Path, pythonpath: str | None, keep_freed: bool = False) -> dict:
     """Runs `dfscan check CLIP --frames all --json` in a child process: its score, peak RSS, wall time."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    command = [sys.executable, "-m", "dfscan", "check", str(clip), "--frames", "all", "--json"]
+    dfscan = [sys.executable, "-c", KEEP_FREED] if keep_freed else [sys.executable, "-m", "dfscan"]
+    command = [*dfscan, "check", str(clip), "--frames", "all", "--json"]
     started = time.perf_counter()
     with tempfile.TemporaryFile() as stdout:
         child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
@@ -64,7 +71,8 @@ def peak_rss_of_check(clip: Path, pythonpath: str | None) -> dict:
         result = {}
     return {"exit": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "wall_s": round(wall, 1),
-            "frames": len(result.get("frames") or []), "score": result.get("score"), "label": result.get("label")}
+            "frames": len(result.get("frames") or []), "score": result.get("score"), "label": result.get("label"),
+            "reason": result.get("reason")}
 
 
 def main() -> None:
@@ -72,17 +80,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 40.0, 80.0])
     parser.add_argument("--source", type=Path, default=SHARED_CLIP)
     parser.add_argument("--pythonpath", help="PYTHONPATH for the scans (default: this environment's)")
+    parser.add_argument("--keep-freed", action="store_true",
+                        help="switch off the release of freed memory after each chunk (the 'before' measurement)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'clip':>8} {'frames':>6} {'peak RSS':>9} {'CPU s':>7} {'wall s':>7}  score  exit", flush=True)
+        print(f"{'clip':>8} {'frames':>6} {'peak RSS':>9} {'CPU s':>7} {'wall s':>7}  score  exit  reason", flush=True)
         for seconds in args.seconds:
             clip = loop_clip(args.source, Path(tmp) / f"loop_{seconds:g}s.mp4", seconds)
-            row = {"seconds": seconds, **peak_rss_of_check(clip, args.pythonpath)}
+            row = {"seconds": seconds, **peak_rss_of_check(clip, args.pythonpath, args.keep_freed)}
             rows.append(row)
             print(f"{seconds:>7g}s {row['frames']:>6} {row['peak_rss_mb']:>6} MB {row['cpu_s']:>7} "
-                  f"{row['wall_s']:>7}  {row['score']}  {row['exit']}", flush=True)
+                  f"{row['wall_s']:>7}  {row['score']}  {row['exit']}  {row['reason'] or ''}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
