@@ -1,5 +1,5 @@
-"""`dfscan extract` and `dfscan eval`: parse options and print. The work is in `dfscan.train.extract` and
-`dfscan.evaluate`, imported only when a command runs (no torch anywhere, sklearn only for metrics)."""
+"""`dfscan extract` and `dfscan eval`: parse options and print. The work is in `dfscan.datasets` (readers),
+`dfscan.train.extract` and `dfscan.evaluate`, imported only when a command runs (no torch anywhere, sklearn only for metrics)."""
 from __future__ import annotations
 
 import hashlib
