@@ -96,9 +96,9 @@ def scan_wild(model: str | None, points: dict[str, float]) -> dict[str, Any]:
 
 
 def score_images(scorer: Any, paths: list[Path]) -> np.ndarray:
-    from dfscan.evaluate import _load_crop
+    from dfscan.faceset import load_crop
 
-    return scorer.score_crops(np.stack([_load_crop(p, scorer.input_size) for p in paths]))
+    return scorer.score_crops(np.stack([load_crop(p, scorer.input_size) for p in paths]))
 
 
 def wild_images(scorer: Any, points: dict[str, float]) -> dict[str, Any]:

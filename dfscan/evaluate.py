@@ -149,25 +149,12 @@ def video_items(frame_items: Sequence[ScoreItem], rule: str, top_k: int) -> list
 
 # --- face sets ---------------------------------------------------------------------------------------
 
-def _load_crop(path: Path, size: int) -> np.ndarray:
-    import cv2  # noqa: PLC0415
-
-    from dfscan.faceset import read_rgb  # noqa: PLC0415
-
-    image = read_rgb(path)
-    if image.shape[:2] != (size, size):
-        # as training loads crops (dfscan.train.data.load_image): INTER_AREA down, linear up
-        shrink = image.shape[0] > size or image.shape[1] > size
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return image
-
-
 def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = "val",
                      threshold: str | float | None = None, batch_size: int = 256,
                      progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Score every crop of `split` (None: all) of a face set. Crops are already faces: they are only
     resized to the bundle's input size, not re-cropped."""
-    from dfscan.faceset import FaceSet  # noqa: PLC0415
+    from dfscan.faceset import FaceSet, load_crop  # noqa: PLC0415
 
     face_set = FaceSet.load(face_set_dir)
     records = face_set.records if split is None else face_set.split(split)
@@ -181,7 +168,7 @@ def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = 
     member_items: list[list[ScoreItem]] = [[] for _ in members]
     for start in range(0, len(records), batch_size):
         batch = records[start:start + batch_size]
-        crops = np.stack([_load_crop(face_set.image_path(r), size) for r in batch])
+        crops = np.stack([load_crop(face_set.image_path(r), size) for r in batch])
         if members:  # an ensemble: score each member once, combine as the ensemble does
             per_member = scorer.member_scores(crops)
             scores = scorer.combine(per_member)
@@ -229,7 +216,7 @@ def evaluate_videos(model: str | Path | None, folder_or_csv: str | Path, split: 
     in a fake video where only one of several people was swapped, the others count as "fake" too.
     """
     from dfscan.scan import scan_video  # noqa: PLC0415
-    from dfscan.train.extract import read_labelled_videos  # noqa: PLC0415
+    from dfscan.datasets import read_labelled_videos  # noqa: PLC0415
 
     videos = read_labelled_videos(folder_or_csv)
     if split is not None:

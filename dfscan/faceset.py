@@ -188,6 +188,17 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def load_crop(path: str | Path, size: int) -> np.ndarray:
+    """A face-set crop as the model sees it, in training and in `dfscan eval` alike: RGB uint8 resized to
+    size x size (INTER_AREA when a side shrinks, linear when it only grows). Crops are already faces: they
+    are resized, never re-cropped."""
+    image = read_rgb(path)
+    if image.shape[:2] != (size, size):
+        shrink = image.shape[0] > size or image.shape[1] > size
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return image
+
+
 class FaceSetWriter:
     """Appends crops and rows to a face set; safe to reopen to resume (rows already written are kept,
     `has_video` tells which videos are done). Each row is flushed as it is written."""

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dfscan.calibration import logit
+
 EPS = 1e-6
 METHODS = ("logistic", "kde")
 KDE_GRID_POINTS = 201
@@ -43,14 +45,9 @@ NO_CALIBRATION = ("the model bundle has no likelihood-ratio calibration (refit o
 
 # --- applying a calibration (numpy only) ------------------------------------------------------------
 
-def _logit(scores: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
-    return np.log(p / (1 - p))
-
-
 def unbounded_log10_lr(scores: Sequence[float] | np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
     """The calibrator's log10 LR before the ELUB bounds."""
-    x = _logit(np.asarray(scores, dtype=np.float64))
+    x = logit(scores, EPS)
     method = calibration.get("method")
     if method == "logistic":
         params = calibration["params"]
@@ -329,7 +326,7 @@ def fit_lr_calibration(scores: Sequence[float], labels: Sequence[int], populatio
     `likelihood_ratio` entry (plain numbers, applied by `log10_lr` without lir)."""
     _, elub = _import_lir()
     s, y = _check_fit_input(scores, labels)
-    x = _logit(s)
+    x = logit(s, EPS)
     entry: dict[str, Any] = {"method": method, "feature": "logit", **_fit_curve(x, y, method)}
     entry["bounds"] = [-math.inf, math.inf]
     fitted = unbounded_log10_lr(s, entry)

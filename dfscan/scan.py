@@ -22,6 +22,7 @@ from dfscan.errors import DfscanError
 from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline
 from dfscan.faces.tracks import Detection, Track
 from dfscan.likelihood import attach_likelihood_ratios
+from dfscan.memory import release_free_memory
 from dfscan.model.manifest import sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
 from dfscan.settings import MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
@@ -170,6 +171,7 @@ class Scanner:
         faces.detections.extend(per_frame)
         faces.timings["detect_s"] += t1 - t0
         faces.timings["score_s"] += time.perf_counter() - t1
+        release_free_memory()  # else freed frames and tensors stay resident: memory grows with the video
 
     def _judge(self, result: VideoResult, frames: list[FrameMeta], tracks: list[Track],
                scores: dict[int, np.ndarray], settings: ScanSettings) -> None:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from dfscan.model.manifest import Manifest
 
 AGGREGATIONS = ("mean", "median", "max", "topk")
-CALIBRATIONS = ("temperature", "isotonic")
 MIN_DETECTION_FACE = 12   # MTCNN's smallest window (pixels): smaller faces cannot be found at all
 MAX_FRAMES = 10_000       # most frames one video may be judged on (`--frames all` past this: too_large)
 
@@ -237,9 +236,11 @@ def check_calibration(calibration: Any) -> None:
     if calibration is None:
         return
     _need(isinstance(calibration, Mapping), ModelError, "manifest calibration must be an object or null")
+    from dfscan.calibration import METHODS  # noqa: PLC0415 - numpy, only once a bundle is read
+
     method = calibration.get("method")
-    _need(method in CALIBRATIONS, ModelError,
-          f"manifest calibration.method must be one of {', '.join(CALIBRATIONS)}, not {method!r}")
+    _need(method in METHODS, ModelError,
+          f"manifest calibration.method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "temperature":
         value = calibration.get("temperature")
         _need(is_number(value) and value > 0, ModelError,

@@ -78,7 +78,7 @@ def probe(path: str | Path, max_pixels: int = MAX_PIXELS) -> VideoInfo:
     with _open(file) as container:
         stream = _video_stream(container, file)
         _check_pixels(file, stream.codec_context.width, stream.codec_context.height, max_pixels)
-        first = next(_decode(container, stream, file, deadline=None), None)
+        first = next(_decode(container, stream, file, budget=None), None)
         if first is None:
             raise NoFramesError(f"{file.name}: the video stream has no decodable frames")
         return _describe(container, stream, file, rotation=_rotation_of(first), pix_fmt=first.format.name)
@@ -135,7 +135,7 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
         self.container: av.container.InputContainer | None = None
 
     def __enter__(self) -> "stream_frames":
-        deadline = None if self.time_limit_s is None else time.monotonic() + self.time_limit_s
+        self.budget = _DecodeBudget(self.time_limit_s)
         self.container = _open(self.file)
         try:
             stream = _video_stream(self.container, self.file)
@@ -146,7 +146,7 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
             if self.strict and self.targets is None:
                 _check_frame_budget(self.file, self.info.frame_count, self.max_frames)
             self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
-                                    deadline, self.time_limit_s, self.strict)
+                                    self.budget, self.strict)
         except BaseException:
             self.container.close()
             raise
@@ -156,7 +156,9 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
         taken = 0
         for frame in self.sampler.run(self.targets, self.max_frames, uniform=self.fps is None):
             taken = 0 if frame is RESTART else taken + 1
+            handed_over = time.monotonic()
             yield frame
+            self.budget.pause(time.monotonic() - handed_over)  # the consumer's time is not decoding
         if not taken:
             raise NoFramesError(f"{self.file.name}: the video stream has no decodable frames")
         _update_from_frames(self.info, self.sampler)
@@ -338,7 +340,7 @@ def uniform_targets(duration: float, n: int) -> list[float]:
 
 
 def _decode(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
-            deadline: float | None, limit_s: float | None = None) -> Iterator[av.VideoFrame]:
+            budget: _DecodeBudget | None) -> Iterator[av.VideoFrame]:
     """Frames in presentation order. A corrupt packet is skipped; a demuxer error ends the stream there
     (a truncated file), as does a run of MAX_DECODE_ERRORS bad packets."""
     errors = 0
@@ -358,7 +360,8 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
                 break
             continue
         for frame in decoded:
-            _check_deadline(file, deadline, limit_s)
+            if budget is not None:
+                budget.check(file)
             yield frame
     try:
         yield from stream.decode(None)
@@ -366,21 +369,34 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
         pass
 
 
-def _check_deadline(file: Path, deadline: float | None, limit_s: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise ResourceLimitError(f"{file.name}: decoding took longer than the {limit_s:g} s limit")
+class _DecodeBudget:
+    """The decode time limit of one video. It counts only the time spent here, decoding and converting:
+    while the consumer of `stream_frames` works on a frame (detection, scoring) the clock stands still,
+    so a long `--frames all` scan on a slow machine is not cut off for its detector's time."""
+
+    def __init__(self, limit_s: float | None):
+        self.limit_s = limit_s
+        self.deadline = None if limit_s is None else time.monotonic() + limit_s
+
+    def pause(self, seconds: float) -> None:
+        if self.deadline is not None:
+            self.deadline += seconds
+
+    def check(self, file: Path) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ResourceLimitError(f"{file.name}: decoding took longer than the {self.limit_s:g} s limit")
 
 
 class _Sampler:
     """Runs one sampling pass and converts the chosen frames to upright RGB."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, file: Path, info: VideoInfo,
-                 max_side: int | None, max_pixels: int, deadline: float | None, limit_s: float | None,
+                 max_side: int | None, max_pixels: int, budget: _DecodeBudget | None,
                  strict: bool = False):
         self.container, self.stream, self.file, self.info = container, stream, file, info
         self.strict = strict
         self.max_side, self.max_pixels = max_side, max_pixels
-        self.deadline, self.limit_s = deadline, limit_s
+        self.budget = budget
         self.start = _stream_start(stream)
         self.rotation = 0
         self.pix_fmt = ""
@@ -524,7 +540,7 @@ class _Sampler:
     # - helpers -
 
     def _frames(self) -> Iterator[av.VideoFrame]:
-        return _decode(self.container, self.stream, self.file, self.deadline, self.limit_s)
+        return _decode(self.container, self.stream, self.file, self.budget)
 
     def _rewind(self) -> None:
         try:

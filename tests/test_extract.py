@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 
 from dfscan.faceset import FaceSet, FaceSetWriter
-from dfscan.train.extract import (
-    FaceExtractor,
+from dfscan.datasets import (
     VideoItem,
     assign_splits,
     celebdf_source,
     check_grouping,
-    extract_faces,
     read_csv,
     read_dataset,
     read_dfdc,
@@ -21,6 +19,7 @@ from dfscan.train.extract import (
     read_folder,
     split_for,
 )
+from dfscan.train.extract import FaceExtractor, extract_faces
 
 HAVE_PIPELINE = all(importlib.util.find_spec(m) is not None for m in ("dfscan.video", "dfscan.faces.mtcnn"))
 

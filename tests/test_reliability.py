@@ -255,7 +255,7 @@ def test_resume_with_another_spelling_and_the_report_index(batch, bundles, tmp_p
 
 def test_labels_files_may_not_name_files_outside_their_folder(tmp_path):
     from dfscan.faceset import FaceSet
-    from dfscan.train.extract import read_csv
+    from dfscan.datasets import read_csv
 
     (tmp_path / "set").mkdir()
     for name in ("../../etc/x.mp4", "/etc/x.mp4", "sub/../../x.mp4"):

@@ -332,6 +332,18 @@ def test_time_limit(cfr_clip):
         sample_frames(cfr_clip, time_limit_s=0)
 
 
+def test_time_limit_counts_decoding_not_the_consumers_work(cfr_clip):
+    """A long --frames all scan spends most of its time detecting between frames: that is not decode time."""
+    import time
+
+    with video.stream_frames(cfr_clip, n=None, time_limit_s=1.0) as stream:
+        started, seen = time.monotonic(), 0
+        for frame in stream:
+            seen += frame is not video.RESTART
+            time.sleep(0.02)  # the consumer's work: 100 frames -> 2 s, twice the decode limit
+    assert seen == 100 and time.monotonic() - started > 1.5
+
+
 # --- real clips ------------------------------------------------------------------------------------------
 
 

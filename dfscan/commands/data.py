@@ -1,5 +1,5 @@
-"""`dfscan extract` and `dfscan eval`: parse options and print. The work is in `dfscan.train.extract` and
-`dfscan.evaluate`, imported only when a command runs (no torch anywhere, sklearn only for metrics)."""
+"""`dfscan extract` and `dfscan eval`: parse options and print. The work is in `dfscan.datasets` (readers),
+`dfscan.train.extract` and `dfscan.evaluate`, imported only when a command runs (no torch anywhere, sklearn only for metrics)."""
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +66,8 @@ def extract_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the videos and their splits; extract nothing."),
 ) -> None:
     """Extract face crops from a deepfake dataset into a face set (images/ + labels.csv); resumable."""
-    from dfscan.train.extract import DATASETS, check_grouping, extract_faces, read_dataset  # noqa: PLC0415
+    from dfscan.datasets import DATASETS, check_grouping, read_dataset  # noqa: PLC0415
+    from dfscan.train.extract import extract_faces  # noqa: PLC0415
 
     if dataset not in DATASETS:
         raise _fail(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from dfscan.calibration import apply_calibration
 from dfscan.errors import ModelError
 from dfscan.model.manifest import Manifest, bundle_hash, load_manifest
 from dfscan.runtime import create_session, session_provider
@@ -25,22 +26,6 @@ def default_bundle_path() -> Path:
     if (CHECKOUT_BUNDLE / "manifest.json").is_file() or not (INSTALLED_BUNDLE / "manifest.json").is_file():
         return CHECKOUT_BUNDLE
     return INSTALLED_BUNDLE
-
-
-def calibrate(prob: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
-    """Apply the manifest's calibration to raw classifier probabilities."""
-    prob = np.asarray(prob, dtype=np.float64)
-    if not calibration:
-        return prob
-    method = calibration.get("method")
-    if method == "temperature":
-        eps = 1e-7
-        clipped = np.clip(prob, eps, 1 - eps)
-        logit = np.log(clipped / (1 - clipped))
-        return 1.0 / (1.0 + np.exp(-logit / float(calibration["temperature"])))
-    if method == "isotonic":
-        return np.interp(prob, calibration["x"], calibration["y"])
-    raise ModelError(f"unknown calibration method {method!r}")
 
 
 class Scorer:
@@ -144,7 +129,7 @@ class Scorer:
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probability that each face is fake."""
-        return calibrate(self.raw_scores(crops), self.manifest.calibration)
+        return apply_calibration(self.raw_scores(crops), self.manifest.calibration)
 
     def resolve_threshold(self, threshold: str | float | None) -> tuple[float, str]:
         """A threshold value and the name it is known by ("manifest", an operating point, or "custom")."""

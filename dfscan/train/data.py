@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dfscan.faceset import FaceRecord, FaceSet
+from dfscan.faceset import FaceRecord, FaceSet, load_crop as load_image  # one face-set loader, shared with eval
 
 Augment = Callable[[np.ndarray], np.ndarray]
 
@@ -34,18 +34,6 @@ def select_records(face_set: FaceSet, split: str, limit: int | None = None, seed
         chosen += rng.sample(by_label[lab], min(want, len(by_label[lab])))
     rng.shuffle(chosen)
     return chosen
-
-
-def load_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8, resized to size x size (INTER_AREA down, linear up)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    if rgb.shape[0] != size or rgb.shape[1] != size:
-        interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (size, size), interpolation=interp)
-    return rgb
 
 
 def normalise(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dfscan.calibration import apply_calibration, fit_calibration
 from dfscan.model.manifest import Manifest, Preprocess, ScanDefaults, write_bundle
 from dfscan.train.loop import load_checkpoint
 from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
@@ -23,40 +24,9 @@ from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
 PARITY_TOL = 1e-3
 DFDC_LICENSE = ("Weights trained on DFDC (DeepFake Detection Challenge) data, which is licensed for "
                 "research use only: these weights are for research use only.")
-EPS = 1e-6
 
 
 # ---------------------------------------------------------------- calibration and operating points
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return np.log(p / (1 - p))
-
-
-def apply_temperature(p: np.ndarray, t: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-_logit(p) / t))
-
-
-def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
-    """T minimising val log-loss of sigmoid(logit(p)/T) (golden-section search on log T)."""
-    z, y = _logit(p), np.asarray(y, np.float64)
-
-    def nll(log_t: float) -> float:
-        q = np.clip(1.0 / (1.0 + np.exp(-z / np.exp(log_t))), EPS, 1 - EPS)
-        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
-
-    lo, hi = np.log(0.05), np.log(20.0)
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    for _ in range(60):
-        if nll(a) < nll(b):
-            hi, b = b, a
-            a = hi - g * (hi - lo)
-        else:
-            lo, a = a, b
-            b = lo + g * (hi - lo)
-    return float(np.exp((lo + hi) / 2))
-
 
 def operating_points(scores: np.ndarray, labels: np.ndarray, domains: Any = None) -> dict[str, float]:
     """balanced (EER), guarded (FPR <= 5%), low-fpr (FPR <= 1%) and high-recall (TPR >= 95%) thresholds
@@ -196,8 +166,8 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
     labels = np.asarray(ckpt.get("val_labels"), np.int64)
     if scores.ndim != 1 or len(scores) != len(labels) or len(np.unique(labels)) < 2:
         raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
-    t = fit_temperature(scores, labels)
-    calibrated = apply_temperature(scores, t)
+    calibration = fit_calibration("temperature", scores, labels)
+    calibrated = apply_calibration(scores, calibration)
     domains = ckpt.get("val_domains")
     ops = operating_points(calibrated, labels, domains)
     if default_point not in ops:
@@ -215,7 +185,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
             embedding_dim=dim, files={},
             scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops[default_point],
                               operating_point=default_point),
-            calibration={"method": "temperature", "temperature": t},
+            calibration=calibration,
             operating_points=ops,
             likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset"), domains),
             training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
@@ -274,8 +244,7 @@ def export_ensemble(ckpt_path: str | Path, ckpt: dict[str, Any], out_dir: str | 
         if labels is not None and not np.array_equal(labels, y):
             raise ValueError(f"ensemble member {rel} was validated on other faces than member 0")
         labels, domains = y, member_ckpt.get("val_domains")
-        member_scores.append(apply_temperature(np.asarray(member_ckpt["val_scores"], np.float64),
-                                               float(manifest.calibration["temperature"])))
+        member_scores.append(apply_calibration(member_ckpt["val_scores"], manifest.calibration))
         members.append({"path": f"member_{i}", "threshold": manifest.scan.threshold,
                         "val_auc": manifest.metrics["val_auc"], "train_images": manifest.training["train_images"]})
         files[f"member_{i}"] = {"path": f"member_{i}/{MANIFEST_NAME}", "sha256": sha256_file(bundle / MANIFEST_NAME)}
