@@ -56,6 +56,7 @@ def test_detect_profile_on_a_real_clip(real_clips, tmp_path, capsys):
     assert too_big["faces"] == 0 and too_big["missed"] == 6             # the face is smaller than 400 px
     for row in rows.values():
         stages = row["stages"]
-        assert stages["pnet network"] > 0 and all(v >= -0.05 for v in stages.values())
+        assert all(v >= -0.05 for v in stages.values())
         assert sum(stages.values()) == pytest.approx(row["cpu_s"], abs=0.01)
+    assert defaults["stages"]["pnet network"] > 0  # (a 400 px minimum face leaves PNet a pyramid too small to time)
     assert defaults["items"]["onet network"] >= 6 and "pnet network" in capsys.readouterr().out
