@@ -43,8 +43,8 @@ def make_clips(source_dir: Path, out_dir: Path, count: int) -> list[Path]:
     return clips
 
 
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU seconds (user + system, with reaped children's) of a process and all its descendants (Linux)."""
+def tree_cpu_by_pid(root: int | None = None) -> dict[int, float]:
+    """CPU seconds (user + system, with reaped children's) of a process and each of its descendants (Linux)."""
     root = root or os.getpid()
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
@@ -56,19 +56,25 @@ def tree_cpu_seconds(root: int | None = None) -> float:
     children: dict[int, list[int]] = {}
     for pid, fields in stats.items():
         children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0, [root]
+    cpu, todo = {}, [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            total += sum(int(v) for v in stats[pid][11:15])  # utime stime cutime cstime
+            cpu[pid] = sum(int(v) for v in stats[pid][11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
         todo.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
+    return cpu
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU the tree used since `before`, per process: one that ended in between (an earlier run's Ray actor) takes
+    nothing away, where a difference of tree totals went negative."""
+    return sum(max(0.0, used - before.get(pid, 0.0)) for pid, used in tree_cpu_by_pid().items())
 
 
 def timed(results) -> tuple[float, float, Counter]:
-    started, cpu = time.perf_counter(), tree_cpu_seconds()
+    started, cpu = time.perf_counter(), tree_cpu_by_pid()
     labels = Counter(r.label for r in results)
-    return time.perf_counter() - started, tree_cpu_seconds() - cpu, labels
+    return time.perf_counter() - started, cpu_since(cpu), labels
 
 
 def row(engine: str, parallel: int, clips: list[Path], seconds: float, cpu: float, labels: Counter) -> dict:
