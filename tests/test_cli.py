@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import run_cli_without
 from typer.testing import CliRunner
 
 from dfscan.cli import app
@@ -107,12 +108,7 @@ def test_info_prints_the_manifest(bundles):
 
 
 def test_without_onnxruntime_one_line_says_what_to_install(face_video, bundles):
-    code = (
-        "import sys; sys.modules['onnxruntime'] = None\n"
-        "from dfscan.cli import app\n"
-        f"app([ 'check', {str(face_video)!r}, '--model', {str(bundles['neutral'])!r}])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_cli_without("onnxruntime", ["check", str(face_video), "--model", str(bundles["neutral"])])
     assert done.returncode == 4
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "dfscan[cpu]" in lines[0] and "dfscan[gpu]" in lines[0]

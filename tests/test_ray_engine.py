@@ -6,12 +6,12 @@ import csv
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_cli_without
 from typer.testing import CliRunner
 
 from dfscan.cli import app
@@ -103,12 +103,7 @@ def test_killed_actor_is_retried_then_one_error_row(ray_session, tmp_path, face_
 
 
 def test_without_ray_one_line_and_exit_4(face_video, bundles):
-    code = (
-        "import sys; sys.modules['ray'] = None\n"
-        "from dfscan.cli import app\n"
-        f"app(['scan', {str(face_video)!r}, '--model', {str(bundles['neutral'])!r}, '--engine', 'ray'])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_cli_without("ray", ["scan", str(face_video), "--model", str(bundles["neutral"]), "--engine", "ray"])
     assert done.returncode == 4
     lines = [line for line in done.stderr.splitlines() if line.strip() and "error" in line]
     assert len(lines) == 1 and "dfscan[cpu,ray]" in lines[0]
