@@ -11,7 +11,10 @@ Sections (each needs ../shared beside the checkout; a missing part is reported a
           reals called FAKE at each operating point, per source.
 - images: wild_clips val face images (Celeb-DF v2 real and Celeb-synthesis crops, 8 + 4): frame AUC.
 - ffpp:   FaceForensics++ 000 face images (real, Deepfakes, Face2Face, FaceSwap, NeuralTextures; 4 frames each):
-          labelled train in wild_clips but never trained on (pools are cut from its videos only). Each method's
+          labelled train in wild_clips. The images themselves are not trained on, but their source videos
+          partly are: the FF++ 000 original and its Face2Face fake are wild_clips train videos (the wild pools
+          hold their faces), so real and Face2Face here are seen footage; Deepfakes, FaceSwap and
+          NeuralTextures of 000_003 are methods never trained on (their target face is). Each method's
           four frames are scored as a short video (mean): which fakes are called FAKE at each point (issue 8:
           FF++ c23, at least 3 of 4 fakes FAKE), frame AUC.
 - dfdc:   held-out DFDC val crops (3,094): frame AUC, FPR/TPR at each operating point.

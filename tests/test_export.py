@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from conftest import dfdc_subset  # noqa: E402
 from dfscan.calibration import apply_temperature, fit_temperature  # noqa: E402
 from dfscan.model.manifest import load_manifest  # noqa: E402
 from dfscan.train import export as ex  # noqa: E402
@@ -65,3 +66,68 @@ def test_bundle_from_checkpoint_round_trips(tmp_path, recipe):
     sess = ort.InferenceSession(str(bundle / "embedder.onnx"), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"images": np.zeros((5, 3, 48, 48), np.float32)})[0]
     assert out.shape == (5, net.embed_dim)  # dynamic batch
+
+
+# ---------------------------------------------------------------- int8 embedder
+
+def _checkpoint_with_torch_val_scores(faces, path):
+    from dfscan.faceset import FaceSet
+    from dfscan.train.data import FaceDataset, select_records
+    from dfscan.train.recipes import ImageEmbedder
+    cfg = RecipeConfig(recipe="bce", dataset=str(faces), input_size=64, pretrained=True, proj_dim=16)
+    net = build_net(cfg).eval()
+    meta = _meta(cfg, net)
+    weight = np.random.default_rng(0).normal(0, 3 / np.sqrt(net.embed_dim), (1, net.embed_dim)).astype(np.float32)
+    head = {"kind": "linear", "weight": weight, "bias": np.zeros(1, np.float32)}  # scores that vary face to face
+    fs = FaceSet.load(faces)
+    val = FaceDataset(fs, select_records(fs, "val"), 64, meta["mean"], meta["std"])
+    with torch.no_grad():
+        emb = ImageEmbedder(net)(torch.stack([val[i][0] for i in range(len(val))])).numpy()
+    scores = ex.head_fn({"head": head})(emb.astype(np.float64))
+    ckpt = {"format": "dfscan-ckpt/1", **meta, "model": net.state_dict(), "head": head,
+            "val_scores": scores, "val_labels": np.asarray(val.labels), "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
+    torch.save(ckpt, path)
+    return ckpt
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("onnx"), reason="int8 export needs the onnx package")
+def test_int8_bundle_is_calibrated_and_thresholded_on_its_own_scores(tmp_path):
+    import onnx
+
+    from dfscan.calibration import fit_calibration
+    from dfscan.faceset import FaceSet, load_crop
+    from dfscan.metrics import roc_auc
+    from dfscan.model.scorer import Scorer
+    faces = dfdc_subset(tmp_path / "faces", 16, splits=("train", "val"))
+    ckpt = _checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
+    bundle = ex.export_bundle(tmp_path / "best.pt", tmp_path / "int8", name="t", quantize="int8")
+
+    ops = {n.op_type for n in onnx.load(str(bundle / "embedder.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    manifest = load_manifest(bundle)
+    record = manifest.training["quantization"]
+    assert record["precision"] == "int8" and record["calibration_faces"] == 32  # every train face: 4 groups x 8+
+    assert record["float_val_auc"] == pytest.approx(roc_auc(ckpt["val_labels"], ckpt["val_scores"]))
+
+    # Scored independently, as a scan scores crops: these are the scores everything was fitted on.
+    fs = FaceSet.load(faces)
+    val = fs.split("val")
+    crops = np.stack([load_crop(fs.image_path(r), 64) for r in val])
+    int8_scores = Scorer(bundle, device="cpu").raw_scores(crops)
+    labels = np.asarray([r.is_fake for r in val])
+    assert manifest.metrics["val_auc_raw"] == pytest.approx(roc_auc(labels, int8_scores))
+    assert manifest.calibration == pytest.approx(fit_calibration("temperature", int8_scores, labels))
+    assert not np.allclose(int8_scores, ckpt["val_scores"], atol=1e-6)  # really another model's scores ...
+    assert np.abs(int8_scores - ckpt["val_scores"]).mean() < 0.05      # ... close to the float model's
+
+
+def test_int8_export_refuses_a_face_set_changed_since_training(tmp_path):
+    pytest.importorskip("onnx")
+    faces = dfdc_subset(tmp_path / "faces", 6, splits=("train", "val"))
+    ckpt = _checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
+    ckpt["val_labels"] = 1 - ckpt["val_labels"]
+    torch.save(ckpt, tmp_path / "best.pt")
+    with pytest.raises(ValueError, match="no longer matches"):
+        ex.export_bundle(tmp_path / "best.pt", tmp_path / "int8", quantize="int8")
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        ex.export_bundle(tmp_path / "best.pt", tmp_path / "x", quantize="int4")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DFDC_FACES
+from conftest import DFDC_FACES, dfdc_subset
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytorch_metric_learning")
@@ -231,7 +231,7 @@ def test_bagged_bce_exports_an_ensemble_that_check_and_eval_run(tmp_path, face_v
 
     from dfscan.evaluate import evaluate_faceset
     from dfscan.model.scorer import Scorer
-    small = _small_face_set(tmp_path / "faces", 24)
+    small = dfdc_subset(tmp_path / "faces", 12)
     scorer = Scorer(bundle, device="cpu")
     evaluated = evaluate_faceset(scorer, small, "val")
     assert len(evaluated.members) == 3 and all(m["frame"]["n"] == 24 for m in evaluated.members)
@@ -242,18 +242,6 @@ def test_bagged_bce_exports_an_ensemble_that_check_and_eval_run(tmp_path, face_v
     from dfscan.errors import ModelError
     with pytest.raises(ModelError, match="hash"):
         Scorer(bundle, device="cpu")
-
-
-def _small_face_set(root: Path, n: int) -> Path:
-    """A face set of n val rows of the shared crops (linked, not copied)."""
-    lines = (DFDC_FACES / "labels.csv").read_text().splitlines()
-    val = [ln for ln in lines[1:] if ",val," in ln]
-    real = [ln for ln in val if ",real," in ln][: n // 2]
-    fake = [ln for ln in val if ",fake," in ln][: n // 2]
-    root.mkdir(parents=True)
-    (root / "labels.csv").write_text("\n".join([lines[0], *real, *fake]) + "\n")
-    (root / "images").symlink_to(DFDC_FACES / "images")
-    return root
 
 
 def test_registry_lists_every_recipe_with_its_own_options():

@@ -182,6 +182,7 @@ def export_command(
     version: Optional[str] = typer.Option(None, "--version", help="Manifest version. Default: today's date."),
     license_text: Optional[str] = typer.Option(None, "--license", help="Licence statement for the manifest."),
     default_point: str = typer.Option("balanced", "--default-point", help="Operating point the bundle scans with by default: balanced (EER) | guarded (FPR <= 5% in every val domain) | low-fpr (1%) | high-recall."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: an int8 embedder (about 2.5x faster on CPU), calibrated on the training faces; thresholds fitted on its own val scores."),
 ) -> None:
     """Export a checkpoint as a model bundle: ONNX embedder + classifier, calibration, thresholds."""
     _need_torch()
@@ -190,7 +191,7 @@ def export_command(
         raise _fail(f"no checkpoint at {checkpoint}")
     try:
         bundle = export_bundle(checkpoint, out_dir, name=name, version=version, license_text=license_text,
-                               default_point=default_point)
+                               default_point=default_point, quantize=quantize)
     except (ValueError, RuntimeError) as exc:
         raise _fail(str(exc), EXIT_SETUP) from None
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))

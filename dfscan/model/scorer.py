@@ -18,6 +18,12 @@ INSTALLED_BUNDLE = Path(sys.prefix) / "share" / "dfscan" / "weights" / "default"
 BATCH_SIZE = 64
 
 
+def to_network_input(crops: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """(N,S,S,3) uint8 RGB crops -> the embedder's (N,3,S,S) float32 input, normalised per channel."""
+    batch = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return (batch - np.asarray(mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+
+
 def default_bundle_path() -> Path:
     """The shipped bundle: $DFSCAN_MODEL if set, else weights/default of a checkout (editable install),
     else the copy a wheel install put under <prefix>/share/dfscan."""
@@ -45,9 +51,6 @@ class Scorer:
         self._classifier = create_session(self.bundle_dir / files["classifier"]["path"], device, threads)
         self.provider = session_provider(self._embedder)
         self._check_io()
-        pre = self.manifest.preprocess
-        self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
     def _load_members(self, device: str, threads: int | None) -> None:
         """An ensemble: every member is a bundle of its own (hashes checked on load), with the same crop."""
@@ -106,8 +109,7 @@ class Scorer:
         }
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        batch = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        return (batch - self._mean) / self._std
+        return to_network_input(crops, self.manifest.preprocess.mean, self.manifest.preprocess.std)
 
     def raw_scores(self, crops: np.ndarray) -> np.ndarray:
         """Uncalibrated classifier probabilities for a (N,S,S,3) uint8 array of crops."""

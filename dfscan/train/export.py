@@ -19,6 +19,7 @@ import torch
 from dfscan.calibration import apply_calibration, fit_calibration
 from dfscan.model.manifest import Manifest, Preprocess, ScanDefaults, write_bundle
 from dfscan.train.loop import load_checkpoint
+from dfscan.train.quantize import QUANTIZATIONS, face_crops, quantize_embedder
 from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
 
 PARITY_TOL = 1e-3
@@ -138,12 +139,11 @@ def _parity_images(ckpt: dict[str, Any], n: int = 16) -> torch.Tensor:
     """Real val crops when the training face set is reachable, else random inputs."""
     size, mean, std = ckpt["input_size"], ckpt["mean"], ckpt["std"]
     try:
-        from dfscan.faceset import FaceSet
         from dfscan.train.data import FaceDataset
-        fs = FaceSet.load(ckpt["config"]["dataset"])
+        fs = _training_faces(ckpt)
         ds = FaceDataset(fs, fs.split("val")[:n], size, mean, std)
         return torch.stack([ds[i][0] for i in range(len(ds))])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError):  # face sets moved or gone: parity on random inputs still holds
         return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
@@ -152,58 +152,113 @@ def _parity_images(ckpt: dict[str, Any], n: int = 16) -> torch.Tensor:
 def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfscan-default",
                   version: str | None = None, license_text: str | None = None,
                   extra_training: dict[str, Any] | None = None, frames: int = 32,
-                  aggregation: str = "mean", default_point: str = "balanced") -> Path:
+                  aggregation: str = "mean", default_point: str = "balanced",
+                  quantize: str | None = None) -> Path:
+    """With `quantize="int8"` the bundle holds an int8 embedder, and its calibration, operating points and
+    likelihood ratios are fitted on that embedder's own val scores (the val faces scored again through it)."""
     ckpt = load_checkpoint(ckpt_path)
     if "ensemble" in ckpt:
+        if quantize:
+            raise ValueError("--quantize is for single-model bundles, not ensembles")
         return export_ensemble(ckpt_path, ckpt, out_dir, name=name, version=version, license_text=license_text,
                                frames=frames, aggregation=aggregation, default_point=default_point)
     if "head" not in ckpt:
         raise ValueError(f"{ckpt_path} has no classifier head: was training interrupted? "
                          "(export the best.pt a finished run writes)")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     net = rebuild_net(ckpt)
     size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
     scores = np.asarray(ckpt.get("val_scores"), np.float64)
     labels = np.asarray(ckpt.get("val_labels"), np.int64)
     if scores.ndim != 1 or len(scores) != len(labels) or len(np.unique(labels)) < 2:
         raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
+    settings = dict(name=name, version=version, license_text=license_text, frames=frames, aggregation=aggregation,
+                    default_point=default_point, extra_training=dict(extra_training or {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
+        export_embedder(net, emb_path, size)
+        export_classifier(ckpt, cls_path, dim)
+        diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt))
+        manifest = bundle_manifest(ckpt, scores, labels, diff=diff, **settings)
+        if quantize:
+            int8_path = Path(tmp) / "embedder_int8.onnx"
+            record = quantize_embedder(emb_path, int8_path, _training_faces(ckpt), size, ckpt["mean"], ckpt["std"],
+                                       seed=int(ckpt["config"].get("seed", 0)))
+            provisional = write_bundle(Path(tmp) / "int8", int8_path, cls_path, manifest)
+            int8_scores = rescore_val(provisional, ckpt, labels)
+            settings["extra_training"]["quantization"] = {**record, "float_val_auc": float(_auc(labels, scores))}
+            manifest = bundle_manifest(ckpt, int8_scores, labels, diff=diff, **settings)
+            print(f"int8 embedder: val AUC {_auc(labels, scores):.4f} (float) -> {_auc(labels, int8_scores):.4f}, "
+                  f"max |raw score change| {np.abs(int8_scores - scores).max():.3f} over {len(labels)} val faces")
+            emb_path = int8_path
+        return write_bundle(out_dir, emb_path, cls_path, manifest)
+
+
+def bundle_manifest(ckpt: dict[str, Any], scores: np.ndarray, labels: np.ndarray, *, diff: float, name: str,
+                    version: str | None, license_text: str | None, frames: int, aggregation: str,
+                    default_point: str, extra_training: dict[str, Any]) -> Manifest:
+    """The manifest of a single-model bundle whose raw val frame scores are `scores`: calibration, operating
+    points and LR calibration are all fitted on them."""
+    size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
     calibration = fit_calibration("temperature", scores, labels)
     calibrated = apply_calibration(scores, calibration)
     domains = ckpt.get("val_domains")
     ops = operating_points(calibrated, labels, domains)
     if default_point not in ops:
         raise ValueError(f"default operating point {default_point!r} is not one of {', '.join(ops)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
-        export_embedder(net, emb_path, size)
-        export_classifier(ckpt, cls_path, dim)
-        diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt))
-        cfg = ckpt["config"]
-        manifest = Manifest(
-            name=name, version=version or _dt.date.today().isoformat(),
-            preprocess=Preprocess(input_size=size, crop_margin=float(ckpt["crop_margin"]),
-                                  mean=[float(v) for v in ckpt["mean"]], std=[float(v) for v in ckpt["std"]]),
-            embedding_dim=dim, files={},
-            scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops[default_point],
-                              operating_point=default_point),
-            calibration=calibration,
-            operating_points=ops,
-            likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset"), domains),
-            training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
-                      "data": cfg.get("dataset"), "train_images": ckpt.get("metrics", {}).get("train_images"),
-                      "epochs_run": ckpt.get("loop", {}).get("epoch"),
-                      "best_epoch": ckpt.get("metrics", {}).get("epoch"),
-                      "config": {k: v for k, v in cfg.items() if k not in ("dataset", "cache_dir", "progress")},
-                      "crop_geometry": ckpt.get("geometry", {}),
-                      "threshold_rule": (f"operating point {default_point!r} of calibrated val frame scores "
-                                         "(balanced: EER; guarded: FPR <= 5%; low-fpr: FPR <= 1%; high-recall: TPR >= 95%)"
-                                         + (f", every domain weighted alike ({', '.join(sorted(set(domains)))}); "
-                                            "FPR bounds hold in each domain" if domains is not None else "")),
-                      **(extra_training or {})},
-            metrics={**val_metrics(calibrated, labels, ops[default_point]),
-                     "val_auc_raw": float(_auc(labels, scores)), "onnx_parity_max_abs_diff": diff},
-            license=license_text or f"{DFDC_LICENSE} Pretrained backbone: {ckpt.get('backbone_license', '')}.",
-        )
-        return write_bundle(out_dir, emb_path, cls_path, manifest)
+    cfg = ckpt["config"]
+    return Manifest(
+        name=name, version=version or _dt.date.today().isoformat(),
+        preprocess=Preprocess(input_size=size, crop_margin=float(ckpt["crop_margin"]),
+                              mean=[float(v) for v in ckpt["mean"]], std=[float(v) for v in ckpt["std"]]),
+        embedding_dim=dim, files={},
+        scan=ScanDefaults(frames=frames, aggregation=aggregation, threshold=ops[default_point],
+                          operating_point=default_point),
+        calibration=calibration,
+        operating_points=ops,
+        likelihood_ratio=_fit_likelihood_ratio(calibrated, labels, cfg.get("dataset"), domains),
+        training={"recipe": ckpt["recipe"], "backbone": ckpt["backbone"], "input_size": size,
+                  "data": cfg.get("dataset"), "train_images": ckpt.get("metrics", {}).get("train_images"),
+                  "epochs_run": ckpt.get("loop", {}).get("epoch"),
+                  "best_epoch": ckpt.get("metrics", {}).get("epoch"),
+                  "config": {k: v for k, v in cfg.items() if k not in ("dataset", "cache_dir", "progress")},
+                  "crop_geometry": ckpt.get("geometry", {}),
+                  "threshold_rule": (f"operating point {default_point!r} of calibrated val frame scores "
+                                     "(balanced: EER; guarded: FPR <= 5%; low-fpr: FPR <= 1%; high-recall: TPR >= 95%)"
+                                     + (f", every domain weighted alike ({', '.join(sorted(set(domains)))}); "
+                                        "FPR bounds hold in each domain" if domains is not None else "")),
+                  **extra_training},
+        metrics={**val_metrics(calibrated, labels, ops[default_point]),
+                 "val_auc_raw": float(_auc(labels, scores)), "onnx_parity_max_abs_diff": diff},
+        license=license_text or f"{DFDC_LICENSE} Pretrained backbone: {ckpt.get('backbone_license', '')}.",
+    )
+
+
+def _training_faces(ckpt: dict[str, Any]) -> Any:
+    """The face set(s) the checkpoint trained on, as training saw them (one union, domains per face set)."""
+    from dfscan.faceset import FaceSet
+    dataset = ckpt["config"].get("dataset")
+    try:
+        return FaceSet.union([d.strip() for d in str(dataset).split(",") if d.strip()])
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"--quantize needs the checkpoint's training face sets ({dataset}) to calibrate on "
+                         f"and to score val again: {exc}") from None
+
+
+def rescore_val(bundle: Path, ckpt: dict[str, Any], labels: np.ndarray) -> np.ndarray:
+    """Raw scores of the checkpoint's val faces (the same records, in the order training scored them)
+    through a written bundle, as a scan scores crops."""
+    from dfscan.model.scorer import Scorer
+    from dfscan.train.data import select_records
+    face_set = _training_faces(ckpt)
+    cfg = ckpt["config"]
+    records = select_records(face_set, "val", cfg.get("val_limit"), int(cfg.get("seed", 0)))
+    if [r.is_fake for r in records] != labels.tolist():
+        raise ValueError("the training face sets' val split no longer matches the checkpoint's val labels "
+                         "(were the face sets changed since training?)")
+    scorer = Scorer(bundle, device="cpu")
+    return np.concatenate([scorer.raw_scores(crops) for crops in face_crops(face_set, records, scorer.input_size)])
 
 
 def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any, domains: Any = None
