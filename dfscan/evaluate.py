@@ -154,7 +154,7 @@ def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = 
                      progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Score every crop of `split` (None: all) of a face set. Crops are already faces: they are only
     resized to the bundle's input size, not re-cropped."""
-    from dfscan.faceset import FaceSet, load_crop  # noqa: PLC0415
+    from dfscan.faceset import FaceSet, crop_batches  # noqa: PLC0415
 
     face_set = FaceSet.load(face_set_dir)
     records = face_set.records if split is None else face_set.split(split)
@@ -166,9 +166,8 @@ def evaluate_faceset(scorer: Any, face_set_dir: str | Path, split: str | None = 
     items: list[ScoreItem] = []
     members = getattr(scorer, "members", [])
     member_items: list[list[ScoreItem]] = [[] for _ in members]
-    for start in range(0, len(records), batch_size):
+    for start, crops in zip(range(0, len(records), batch_size), crop_batches(face_set, records, size, batch_size)):
         batch = records[start:start + batch_size]
-        crops = np.stack([load_crop(face_set.image_path(r), size) for r in batch])
         if members:  # an ensemble: score each member once, combine as the ensemble does
             per_member = scorer.member_scores(crops)
             scores = scorer.combine(per_member)

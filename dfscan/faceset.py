@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -197,6 +197,13 @@ def load_crop(path: str | Path, size: int) -> np.ndarray:
         shrink = image.shape[0] > size or image.shape[1] > size
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return image
+
+
+def crop_batches(face_set: FaceSet, records: Sequence[FaceRecord], size: int, batch: int = 256
+                 ) -> Iterator[np.ndarray]:
+    """(n, size, size, 3) uint8 crops of `records` in order (`load_crop`), `batch` at a time."""
+    for start in range(0, len(records), batch):
+        yield np.stack([load_crop(face_set.image_path(r), size) for r in records[start:start + batch]])
 
 
 class FaceSetWriter:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dfscan.faceset import FaceRecord, FaceSet, load_crop as load_image  # one face-set loader, shared with eval
+from dfscan.model.scorer import to_network_input
 
 Augment = Callable[[np.ndarray], np.ndarray]
 
@@ -37,8 +38,8 @@ def select_records(face_set: FaceSet, split: str, limit: int | None = None, seed
 
 
 def normalise(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    x = (rgb.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """One HWC uint8 crop as a CHW tensor, normalised exactly as the scanner feeds the exported embedder."""
+    return torch.from_numpy(np.ascontiguousarray(to_network_input(rgb[None], mean, std)[0]))
 
 
 class FaceDataset(Dataset):

@@ -19,7 +19,7 @@ import torch
 from dfscan.calibration import apply_calibration, fit_calibration
 from dfscan.model.manifest import Manifest, Preprocess, ScanDefaults, write_bundle
 from dfscan.train.loop import load_checkpoint
-from dfscan.train.quantize import QUANTIZATIONS, face_crops, quantize_embedder
+from dfscan.train.quantize import QUANTIZATIONS, quantize_embedder
 from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
 
 PARITY_TOL = 1e-3
@@ -135,12 +135,12 @@ def parity_check(net: Net, ckpt: dict[str, Any], emb_path: Path, cls_path: Path,
     return diff
 
 
-def _parity_images(ckpt: dict[str, Any], n: int = 16) -> torch.Tensor:
-    """Real val crops when the training face set is reachable, else random inputs."""
+def _parity_images(ckpt: dict[str, Any], faces: Any = None, n: int = 16) -> torch.Tensor:
+    """Real val crops when the training face set is reachable (`faces`, if already loaded), else random inputs."""
     size, mean, std = ckpt["input_size"], ckpt["mean"], ckpt["std"]
     try:
         from dfscan.train.data import FaceDataset
-        fs = _training_faces(ckpt)
+        fs = faces if faces is not None else _training_faces(ckpt)
         ds = FaceDataset(fs, fs.split("val")[:n], size, mean, std)
         return torch.stack([ds[i][0] for i in range(len(ds))])
     except (OSError, ValueError, KeyError):  # face sets moved or gone: parity on random inputs still holds
@@ -179,14 +179,15 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
         emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
         export_embedder(net, emb_path, size)
         export_classifier(ckpt, cls_path, dim)
-        diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt))
+        faces = _training_faces(ckpt) if quantize else None  # int8 needs them: calibration and val again
+        diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt, faces))
         manifest = bundle_manifest(ckpt, scores, labels, diff=diff, **settings)
         if quantize:
             int8_path = Path(tmp) / "embedder_int8.onnx"
-            record = quantize_embedder(emb_path, int8_path, _training_faces(ckpt), size, ckpt["mean"], ckpt["std"],
+            record = quantize_embedder(emb_path, int8_path, faces, size, ckpt["mean"], ckpt["std"],
                                        seed=int(ckpt["config"].get("seed", 0)))
             provisional = write_bundle(Path(tmp) / "int8", int8_path, cls_path, manifest)
-            int8_scores = rescore_val(provisional, ckpt, labels)
+            int8_scores = rescore_val(provisional, ckpt, faces, labels)
             settings["extra_training"]["quantization"] = {**record, "float_val_auc": float(_auc(labels, scores))}
             manifest = bundle_manifest(ckpt, int8_scores, labels, diff=diff, **settings)
             print(f"int8 embedder: val AUC {_auc(labels, scores):.4f} (float) -> {_auc(labels, int8_scores):.4f}, "
@@ -246,19 +247,19 @@ def _training_faces(ckpt: dict[str, Any]) -> Any:
                          f"and to score val again: {exc}") from None
 
 
-def rescore_val(bundle: Path, ckpt: dict[str, Any], labels: np.ndarray) -> np.ndarray:
-    """Raw scores of the checkpoint's val faces (the same records, in the order training scored them)
-    through a written bundle, as a scan scores crops."""
+def rescore_val(bundle: Path, ckpt: dict[str, Any], face_set: Any, labels: np.ndarray) -> np.ndarray:
+    """Raw scores of the checkpoint's val faces (the same records of its training face sets, in the order
+    training scored them) through a written bundle, as a scan scores crops."""
+    from dfscan.faceset import crop_batches
     from dfscan.model.scorer import Scorer
     from dfscan.train.data import select_records
-    face_set = _training_faces(ckpt)
     cfg = ckpt["config"]
     records = select_records(face_set, "val", cfg.get("val_limit"), int(cfg.get("seed", 0)))
     if [r.is_fake for r in records] != labels.tolist():
         raise ValueError("the training face sets' val split no longer matches the checkpoint's val labels "
                          "(were the face sets changed since training?)")
     scorer = Scorer(bundle, device="cpu")
-    return np.concatenate([scorer.raw_scores(crops) for crops in face_crops(face_set, records, scorer.input_size)])
+    return np.concatenate([scorer.raw_scores(crops) for crops in crop_batches(face_set, records, scorer.input_size)])
 
 
 def _fit_likelihood_ratio(calibrated: np.ndarray, labels: np.ndarray, data: Any, domains: Any = None

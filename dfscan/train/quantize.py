@@ -14,19 +14,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from dfscan.faceset import FaceRecord, FaceSet, load_crop
+from dfscan.faceset import FaceRecord, FaceSet, crop_batches
 from dfscan.model.scorer import to_network_input
 
 QUANTIZATIONS = ("int8",)
 CALIBRATION_FACES = 512
 CALIBRATION_BATCH = 32
-
-
-def face_crops(face_set: FaceSet, records: Sequence[FaceRecord], size: int, batch: int = 256
-               ) -> Iterator[np.ndarray]:
-    """(n, size, size, 3) uint8 crops of `records` in order, `batch` at a time (as `dfscan eval` loads them)."""
-    for start in range(0, len(records), batch):
-        yield np.stack([load_crop(face_set.image_path(r), size) for r in records[start:start + batch]])
 
 
 def calibration_records(face_set: FaceSet, n: int = CALIBRATION_FACES, seed: int = 0) -> list[FaceRecord]:
@@ -76,7 +69,7 @@ def quantize_embedder(float_onnx: Path, out_onnx: Path, face_set: FaceSet, size:
         raise ValueError(f"face set {face_set.root} has no faces to calibrate the int8 ranges on")
     input_name = ort.InferenceSession(str(float_onnx), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     batches = (to_network_input(crops, mean, std)
-               for crops in face_crops(face_set, records, size, CALIBRATION_BATCH))
+               for crops in crop_batches(face_set, records, size, CALIBRATION_BATCH))
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)
