@@ -360,10 +360,11 @@ def _mount_commands() -> None:
     torch or sklearn at import time, so `check` and `scan` keep working without the [train] extra."""
     from dfscan.commands.data import calibrate_lr_command, eval_command, extract_command  # noqa: PLC0415
     from dfscan.commands.faces import sbi_command  # noqa: PLC0415
-    from dfscan.commands.train import export_command, train_app  # noqa: PLC0415
+    from dfscan.commands.train import export_command, soup_command, train_app  # noqa: PLC0415
 
     app.add_typer(train_app, name="train", help="Train a detector with one of the papers' recipes.")
     app.command("export")(export_command)
+    app.command("soup")(soup_command)
     app.command("extract")(extract_command)
     app.command("sbi")(sbi_command)
     app.command("eval")(eval_command)

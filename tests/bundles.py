@@ -87,3 +87,34 @@ def make_tiny_bundle(bundle_dir: str | Path, input_size: int = 32, embedding_dim
             license="test only",
         )
         return write_bundle(bundle_dir, embedder, classifier, manifest)
+
+
+def checkpoint_with_torch_val_scores(faces: Path, path: Path, seed: int = 0, size: int = 64) -> dict[str, Any]:
+    """A bce checkpoint on the face set `faces` (ImageNet EfficientNet-Lite0, a random linear head drawn with
+    `seed`, its other layers nudged by `seed`), holding the val scores torch gives its val faces."""
+    import torch  # noqa: PLC0415
+
+    from dfscan.faceset import FaceSet  # noqa: PLC0415
+    from dfscan.train import export as ex  # noqa: PLC0415
+    from dfscan.train.data import FaceDataset, select_records  # noqa: PLC0415
+    from dfscan.train.recipes import ImageEmbedder, RecipeConfig, _meta, build_net  # noqa: PLC0415
+    cfg = RecipeConfig(recipe="bce", dataset=str(faces), input_size=size, pretrained=True, proj_dim=16)
+    net = build_net(cfg).eval()
+    if seed:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in net.parameters():
+                param.add_(0.02 * param.abs().mean() * torch.randn(param.shape, generator=gen))
+    meta = _meta(cfg, net)
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0, 3 / np.sqrt(net.embed_dim), (1, net.embed_dim)).astype(np.float32)
+    head = {"kind": "linear", "weight": weight, "bias": np.zeros(1, np.float32)}  # scores that vary face to face
+    fs = FaceSet.load(faces)
+    val = FaceDataset(fs, select_records(fs, "val"), size, meta["mean"], meta["std"])
+    with torch.no_grad():
+        emb = ImageEmbedder(net)(torch.stack([val[i][0] for i in range(len(val))])).numpy()
+    scores = ex.head_fn({"head": head})(emb.astype(np.float64))
+    ckpt = {"format": "dfscan-ckpt/1", **meta, "model": net.state_dict(), "head": head,
+            "val_scores": scores, "val_labels": np.asarray(val.labels), "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
+    torch.save(ckpt, path)
+    return ckpt

@@ -26,14 +26,14 @@ def need_shared_clips() -> Path:
     return REAL_CLIPS
 
 
-def dfdc_subset(root: Path, per_group: int, splits: tuple[str, ...] = ("val",)) -> Path:
-    """The first `per_group` real and fake rows of each split of the shared DFDC crops as a face set
-    (images linked, not copied); skips the test where the shared crops are absent."""
+def dfdc_subset(root: Path, per_group: int, splits: tuple[str, ...] = ("val",), skip: int = 0) -> Path:
+    """`per_group` real and fake rows (after the first `skip`) of each split of the shared DFDC crops as a
+    face set (images linked, not copied); skips the test where the shared crops are absent."""
     if not (DFDC_FACES / "labels.csv").is_file():
         pytest.skip(f"shared DFDC faces not found at {DFDC_FACES}")
     lines = (DFDC_FACES / "labels.csv").read_text().splitlines()
     keep = [row for split in splits for label in ("real", "fake")
-            for row in [r for r in lines[1:] if f",{label},{split}," in r][:per_group]]
+            for row in [r for r in lines[1:] if f",{label},{split}," in r][skip:skip + per_group]]
     root.mkdir(parents=True)
     (root / "labels.csv").write_text("\n".join([lines[0], *keep]) + "\n")
     (root / "images").symlink_to(DFDC_FACES / "images")

@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from bundles import checkpoint_with_torch_val_scores  # noqa: E402
 from conftest import dfdc_subset  # noqa: E402
 from dfscan.calibration import apply_temperature, fit_temperature  # noqa: E402
 from dfscan.model.manifest import load_manifest  # noqa: E402
@@ -70,26 +71,6 @@ def test_bundle_from_checkpoint_round_trips(tmp_path, recipe):
 
 # ---------------------------------------------------------------- int8 embedder
 
-def _checkpoint_with_torch_val_scores(faces, path):
-    from dfscan.faceset import FaceSet
-    from dfscan.train.data import FaceDataset, select_records
-    from dfscan.train.recipes import ImageEmbedder
-    cfg = RecipeConfig(recipe="bce", dataset=str(faces), input_size=64, pretrained=True, proj_dim=16)
-    net = build_net(cfg).eval()
-    meta = _meta(cfg, net)
-    weight = np.random.default_rng(0).normal(0, 3 / np.sqrt(net.embed_dim), (1, net.embed_dim)).astype(np.float32)
-    head = {"kind": "linear", "weight": weight, "bias": np.zeros(1, np.float32)}  # scores that vary face to face
-    fs = FaceSet.load(faces)
-    val = FaceDataset(fs, select_records(fs, "val"), 64, meta["mean"], meta["std"])
-    with torch.no_grad():
-        emb = ImageEmbedder(net)(torch.stack([val[i][0] for i in range(len(val))])).numpy()
-    scores = ex.head_fn({"head": head})(emb.astype(np.float64))
-    ckpt = {"format": "dfscan-ckpt/1", **meta, "model": net.state_dict(), "head": head,
-            "val_scores": scores, "val_labels": np.asarray(val.labels), "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
-    torch.save(ckpt, path)
-    return ckpt
-
-
 @pytest.mark.skipif(not importlib.util.find_spec("onnx"), reason="int8 export needs the onnx package")
 def test_int8_bundle_is_calibrated_and_thresholded_on_its_own_scores(tmp_path):
     import onnx
@@ -99,7 +80,7 @@ def test_int8_bundle_is_calibrated_and_thresholded_on_its_own_scores(tmp_path):
     from dfscan.metrics import roc_auc
     from dfscan.model.scorer import Scorer
     faces = dfdc_subset(tmp_path / "faces", 16, splits=("train", "val"))
-    ckpt = _checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
+    ckpt = checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
     bundle = ex.export_bundle(tmp_path / "best.pt", tmp_path / "int8", name="t", quantize="int8")
 
     ops = {n.op_type for n in onnx.load(str(bundle / "embedder.onnx")).graph.node}
@@ -124,7 +105,7 @@ def test_int8_bundle_is_calibrated_and_thresholded_on_its_own_scores(tmp_path):
 def test_int8_export_refuses_a_face_set_changed_since_training(tmp_path):
     pytest.importorskip("onnx")
     faces = dfdc_subset(tmp_path / "faces", 6, splits=("train", "val"))
-    ckpt = _checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
+    ckpt = checkpoint_with_torch_val_scores(faces, tmp_path / "best.pt")
     ckpt["val_labels"] = 1 - ckpt["val_labels"]
     torch.save(ckpt, tmp_path / "best.pt")
     with pytest.raises(ValueError, match="no longer matches"):

@@ -91,3 +91,36 @@ def test_commands_module_does_not_import_torch():
     code = "import sys, dfscan.commands.train; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_a_shared_cache_dir_never_serves_one_run_another_runs_maps(tmp_path):
+    """--cache-dir shared between runs: other faces (same counts) or other frozen weights (another --init)
+    get caches of their own; the same run again reuses its cache."""
+    from conftest import dfdc_subset
+
+    from dfscan.train.recipes import build_net
+    from dfscan.train.recipes.core import make_splits
+    first = dfdc_subset(tmp_path / "a", 4, splits=("train", "val"))
+    other = dfdc_subset(tmp_path / "b", 4, splits=("train", "val"), skip=4)  # same sizes, other faces
+    cache = tmp_path / "cache"
+
+    def cache_after(faces, net) -> set[Path]:
+        cfg = tiny("bce", tmp_path, dataset=str(faces), limit=None, val_limit=None, cache_dir=str(cache),
+                   augment=("flip",))
+        make_splits(cfg, net, tmp_path / "run", 4, use_cache=True)
+        return set(cache.rglob("*.maps.npy"))
+
+    net = build_net(tiny("bce", tmp_path, dataset=str(first)))
+    after_first = cache_after(first, net)
+    assert len(after_first) == 2  # train and val
+    assert cache_after(first, net) == after_first  # the same run reuses its maps
+    after_other = cache_after(other, net)
+    assert len(after_other - after_first) == 2
+    with torch.no_grad():  # the frozen stem changes, as after --init from another run
+        net.backbone.stage_modules()[0].modules[0].weight.mul_(1.5)
+    after_init = cache_after(first, net)
+    assert len(after_init - after_other) == 2
+    import numpy as np
+    new_train = next(p for p in after_init - after_other if p.name.startswith("train"))
+    old_train = next(p for p in after_first if p.name.startswith("train"))
+    assert not np.allclose(np.load(new_train), np.load(old_train))

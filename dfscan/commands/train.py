@@ -200,5 +200,33 @@ def export_command(
               f"{manifest['scan']['threshold']:.4f} ({manifest['scan']['operating_point']})", highlight=False)
 
 
+def soup_command(
+    checkpoints: List[Path] = typer.Argument(..., help="Two or more checkpoints of one architecture, fine-tuned from one starting point (<run>/best.pt)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (export it with `dfscan export`)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per checkpoint (normalised to sum 1). Default: equal."),
+) -> None:
+    """Average fine-tuned checkpoints into one model (a model soup); its val split is scored again."""
+    _need_torch()
+    from dfscan.train.soup import make_soup  # noqa: PLC0415
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:
+        raise _fail(f"no checkpoint at {missing[0]}")
+    if out_path.exists():
+        raise _fail(f"{out_path} exists: choose a new --out (a soup never overwrites a checkpoint)")
+    try:
+        values = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise _fail(f"--weights must be comma-separated numbers, not {weights!r}") from None
+    try:
+        path = make_soup(checkpoints, out_path, values)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_SETUP) from None
+    import torch  # noqa: PLC0415
+    metrics = torch.load(path, map_location="cpu", weights_only=False)["metrics"]
+    by_domain = ", ".join(f"{d} {a:.4f}" for d, a in metrics.get("val_auc_by_domain", {}).items())
+    out.print(f"wrote {path}: val AUC {metrics['val_auc']:.4f}" + (f" ({by_domain})" if by_domain else "")
+              + f"\nexport it with: dfscan export {path} --out BUNDLE_DIR", highlight=False)
+
+
 def _s(path: Optional[Path]) -> Optional[str]:
     return str(path) if path is not None else None

@@ -6,6 +6,7 @@ only the rest (`forward_from`). On a 2-core CPU that is what makes fine-tuning a
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -62,6 +63,21 @@ class Backbone(nn.Module):
     @property
     def num_stages(self) -> int:
         return len(self.stage_modules())
+
+    def frozen_fingerprint(self, stage: int) -> str:
+        """12 hex digits of sha256 over the weights and batch-norm statistics of stages [0, stage) (and the
+        pooling when every stage is frozen): what a cache of their output depends on."""
+        modules = [m for s in self.stage_modules()[:stage] for m in (s.modules if isinstance(s, _Wrap) else [s])]
+        if stage >= self.num_stages:
+            modules += self.pool_modules()
+        digest = hashlib.sha256()
+        for module in modules:
+            for name, tensor in module.state_dict().items():
+                if name.endswith("num_batches_tracked"):  # a counter: no effect on the output
+                    continue
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:12]
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:  # already pooled (a cache of the final features)

@@ -140,7 +140,7 @@ def _parity_images(ckpt: dict[str, Any], faces: Any = None, n: int = 16) -> torc
     size, mean, std = ckpt["input_size"], ckpt["mean"], ckpt["std"]
     try:
         from dfscan.train.data import FaceDataset
-        fs = faces if faces is not None else _training_faces(ckpt)
+        fs = faces if faces is not None else training_faces(ckpt)
         ds = FaceDataset(fs, fs.split("val")[:n], size, mean, std)
         return torch.stack([ds[i][0] for i in range(len(ds))])
     except (OSError, ValueError, KeyError):  # face sets moved or gone: parity on random inputs still holds
@@ -179,7 +179,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
         emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
         export_embedder(net, emb_path, size)
         export_classifier(ckpt, cls_path, dim)
-        faces = _training_faces(ckpt) if quantize else None  # int8 needs them: calibration and val again
+        faces = training_faces(ckpt) if quantize else None  # int8 needs them: calibration and val again
         diff = parity_check(net, ckpt, emb_path, cls_path, _parity_images(ckpt, faces))
         manifest = bundle_manifest(ckpt, scores, labels, diff=diff, **settings)
         if quantize:
@@ -236,7 +236,7 @@ def bundle_manifest(ckpt: dict[str, Any], scores: np.ndarray, labels: np.ndarray
     )
 
 
-def _training_faces(ckpt: dict[str, Any]) -> Any:
+def training_faces(ckpt: dict[str, Any]) -> Any:
     """The face set(s) the checkpoint trained on, as training saw them (one union, domains per face set)."""
     from dfscan.faceset import FaceSet
     dataset = ckpt["config"].get("dataset")
@@ -245,6 +245,20 @@ def _training_faces(ckpt: dict[str, Any]) -> Any:
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"--quantize needs the checkpoint's training face sets ({dataset}) to calibrate on "
                          f"and to score val again: {exc}") from None
+
+
+def provisional_bundle(ckpt: dict[str, Any], tmp: Path) -> Path:
+    """A bundle of the checkpoint's network under `tmp`, to score faces through exactly as a scan does; its
+    thresholds come from whatever val scores the checkpoint holds and are not for use."""
+    net = rebuild_net(ckpt)
+    size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
+    emb_path, cls_path = tmp / "embedder.onnx", tmp / "classifier.onnx"
+    export_embedder(net, emb_path, size)
+    export_classifier(ckpt, cls_path, dim)
+    manifest = bundle_manifest(ckpt, np.asarray(ckpt["val_scores"], np.float64), np.asarray(ckpt["val_labels"]),
+                               diff=float("nan"), name="provisional", version=None, license_text=None, frames=32,
+                               aggregation="mean", default_point="balanced", extra_training={})
+    return write_bundle(tmp / "bundle", emb_path, cls_path, manifest)
 
 
 def rescore_val(bundle: Path, ckpt: dict[str, Any], face_set: Any, labels: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
@@ -470,7 +471,10 @@ def _load_last(path: Path, task: TrainTask, opt, sched, device: torch.device) ->
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as exc:
+        raise ValueError(f"{path} is not a dfscan checkpoint (unreadable: {type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a dfscan checkpoint ({CKPT_FORMAT})")
     return ckpt

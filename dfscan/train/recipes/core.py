@@ -152,16 +152,21 @@ def train_records(cfg: RecipeConfig, face_set: FaceSet) -> list[FaceRecord]:
 
 
 def _records_key(records: list[FaceRecord]) -> str:
-    return hashlib.sha256("\n".join(r.file for r in records).encode()).hexdigest()[:12]
+    """Which faces, from which face set folder, with which labels, in which order: a cache's rows."""
+    folders = {origin: str(Path(origin).resolve()) for origin in {r.origin for r in records}}
+    rows = "\n".join(f"{folders[r.origin]}|{r.file}|{r.label}" for r in records)
+    return hashlib.sha256(rows.encode()).hexdigest()[:12]
 
 
-def _cache_path(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, records: list[FaceRecord] | None,
-                augment: tuple[str, ...] = (), copies: int = 0) -> Path:
+def _cache_path(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, records: list[FaceRecord],
+                frozen: str, augment: tuple[str, ...] = (), copies: int = 0) -> Path:
+    """A cache's file name names everything its maps depend on (the faces and their order, the frozen
+    stages' weights, the augmentations), so a shared --cache-dir never hands one run another's maps."""
     root = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
     name = f"{cfg.backbone}_{cfg.input_size}_s{stage}"
     if not cfg.pretrained:
         name += "_random"
-    suffix = "" if records is None else f"_n{len(records)}_{_records_key(records)}"
+    suffix = f"_n{len(records)}_{_records_key(records)}_w{frozen}"
     if augment:
         suffix += f"_aug{'-'.join(augment)}x{copies}_seed{cfg.seed}"
     if cfg.pseudo_fakes:
@@ -287,12 +292,12 @@ def _cached(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, face_set: 
             ) -> FeatureCache:
     from dfscan.train.augment import build_augment
     bb = net.backbone
+    frozen = bb.frozen_fingerprint(stage)
     if not pixel_aug:
-        full = _subset_of_full_cache(cfg, run_dir, stage, split, face_set, records)
+        full = _subset_of_full_cache(cfg, run_dir, stage, split, face_set, records, frozen)
         if full is not None:
             return full
-    whole = len(records) == len(face_set.split(split))
-    path = _cache_path(cfg, run_dir, stage, split, None if whole else records, pixel_aug, copies)
+    path = _cache_path(cfg, run_dir, stage, split, records, frozen, pixel_aug, copies)
     augment = build_augment(list(pixel_aug)) if pixel_aug else None
     ds: torch.utils.data.Dataset = _with_pseudo_fakes(
         cfg, FaceDataset(face_set, records, bb.input_size, bb.mean, bb.std, augment), fresh=False)
@@ -304,10 +309,10 @@ def _cached(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, face_set: 
 
 
 def _subset_of_full_cache(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, face_set: FaceSet,
-                          records: list[FaceRecord]) -> FeatureCache | None:
+                          records: list[FaceRecord], frozen: str) -> FeatureCache | None:
     """A subset run reuses a complete cache of the whole split when one exists (rows = split order)."""
-    path = _cache_path(cfg, run_dir, stage, split, None)
     full = face_set.split(split)
+    path = _cache_path(cfg, run_dir, stage, split, full, frozen)
     if len(records) == len(full) or not path.with_suffix(".maps.npy").is_file() or cfg.methods:
         return None
     cache = FeatureCache.load(path, mmap=True)
@@ -469,7 +474,7 @@ def _run_single(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
     ckpt["head"] = head
     ckpt["val_domains"] = val_split.domains
     if val_split.domains is not None and len(set(val_split.domains)) > 1:
-        ckpt.setdefault("metrics", {})["val_auc_by_domain"] = _auc_by_domain(
+        ckpt.setdefault("metrics", {})["val_auc_by_domain"] = auc_by_domain(
             val_split.labels, np.asarray(ckpt["val_scores"]), val_split.domains)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), **{k: v for k, v in best.items() if k != "scores"},
                        "train_images": int(len(train_split.labels)), "val_images": int(len(val_split.labels))}
@@ -479,7 +484,7 @@ def _run_single(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
     return best_path
 
 
-def _auc_by_domain(labels: np.ndarray, scores: np.ndarray, domains: list[str]) -> dict[str, float]:
+def auc_by_domain(labels: np.ndarray, scores: np.ndarray, domains: list[str]) -> dict[str, float]:
     groups = np.asarray(domains)
     return {d: loop.roc_auc(labels[groups == d], scores[groups == d]) for d in sorted(set(domains))}
 
