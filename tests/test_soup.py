@@ -65,6 +65,7 @@ def test_soup_averages_weights_and_its_export_fits_on_the_soups_own_scores(two_r
     scores = Scorer(bundle, device="cpu").raw_scores(crops)
     labels = np.asarray([r.is_fake for r in val])
     manifest = load_manifest(bundle)
+    assert manifest.training["soup"]["members"] == [str(root / "a.pt"), str(root / "b.pt")]
     assert manifest.metrics["val_auc_raw"] == pytest.approx(roc_auc(labels, scores))
     assert manifest.calibration == pytest.approx(fit_calibration("temperature", scores, labels))
 

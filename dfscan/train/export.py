@@ -175,6 +175,8 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
         raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
     settings = dict(name=name, version=version, license_text=license_text, frames=frames, aggregation=aggregation,
                     default_point=default_point, extra_training=dict(extra_training or {}))
+    if "soup" in ckpt:  # provenance: a weight average of these runs, not the first member's run alone
+        settings["extra_training"]["soup"] = ckpt["soup"]
     with tempfile.TemporaryDirectory() as tmp:
         emb_path, cls_path = Path(tmp) / "embedder.onnx", Path(tmp) / "classifier.onnx"
         export_embedder(net, emb_path, size)
