@@ -35,8 +35,8 @@ def two_runs(tmp_path_factory):
 
 def test_soup_of_one_model_with_itself_scores_val_as_torch_does(two_runs, tmp_path):
     root, first, _ = two_runs
-    path = sp.make_soup([root / "a.pt", root / "a.pt"], tmp_path / "self.pt", weights=[0.3, 0.7])
-    soup = torch.load(path, weights_only=False)
+    sp.make_soup([root / "a.pt", root / "a.pt"], tmp_path / "self.pt", weights=[0.3, 0.7])
+    soup = torch.load(tmp_path / "self.pt", weights_only=False)  # as written
     # val scored again through an exported bundle (a scan's crop loading) agrees with training's torch scores
     assert np.abs(soup["val_scores"] - first["val_scores"]).max() < 2e-3
     assert soup["soup"]["weights"] == pytest.approx([0.3, 0.7])
@@ -51,7 +51,8 @@ def test_soup_averages_weights_and_its_export_fits_on_the_soups_own_scores(two_r
     from dfscan.model.scorer import Scorer
     from dfscan.train.export import export_bundle
     root, first, second = two_runs
-    path = sp.make_soup([root / "a.pt", root / "b.pt"], tmp_path / "soup.pt")
+    path = tmp_path / "soup.pt"
+    sp.make_soup([root / "a.pt", root / "b.pt"], path)
     soup = torch.load(path, weights_only=False)
     key = next(k for k, v in first["model"].items() if v.is_floating_point() and v.numel() > 100)
     assert torch.allclose(soup["model"][key], (first["model"][key] + second["model"][key]) / 2, atol=1e-6)
@@ -99,6 +100,8 @@ def test_soup_command_never_overwrites_and_reports_bad_weights(two_runs, tmp_pat
     result = runner.invoke(app, ["soup", str(root / "a.pt"), str(root / "b.pt"), "--out", str(tmp_path / "n.pt"),
                                  "--weights", "1,x"])
     assert result.exit_code == EXIT_USAGE and "--weights" in result.output
+    result = runner.invoke(app, ["soup", str(root / "a.pt"), str(root / "b.pt"), "--out", str(tmp_path / "ok.pt")])
+    assert result.exit_code == 0 and "val AUC" in " ".join(result.output.split()) and (tmp_path / "ok.pt").is_file()
 
 
 def test_a_file_that_is_no_checkpoint_is_a_one_line_error_for_export_and_soup(two_runs, tmp_path):

@@ -218,14 +218,12 @@ def soup_command(
     except ValueError:
         raise _fail(f"--weights must be comma-separated numbers, not {weights!r}") from None
     try:
-        path = make_soup(checkpoints, out_path, values)
+        metrics = make_soup(checkpoints, out_path, values)["metrics"]
     except ValueError as exc:
         raise _fail(str(exc), EXIT_SETUP) from None
-    import torch  # noqa: PLC0415
-    metrics = torch.load(path, map_location="cpu", weights_only=False)["metrics"]
     by_domain = ", ".join(f"{d} {a:.4f}" for d, a in metrics.get("val_auc_by_domain", {}).items())
-    out.print(f"wrote {path}: val AUC {metrics['val_auc']:.4f}" + (f" ({by_domain})" if by_domain else "")
-              + f"\nexport it with: dfscan export {path} --out BUNDLE_DIR", highlight=False)
+    out.print(f"wrote {out_path}: val AUC {metrics['val_auc']:.4f}" + (f" ({by_domain})" if by_domain else "")
+              + f"\nexport it with: dfscan export {out_path} --out BUNDLE_DIR", highlight=False)
 
 
 def _s(path: Optional[Path]) -> Optional[str]:

@@ -162,8 +162,19 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
             raise ValueError("--quantize is for single-model bundles, not ensembles")
         return export_ensemble(ckpt_path, ckpt, out_dir, name=name, version=version, license_text=license_text,
                                frames=frames, aggregation=aggregation, default_point=default_point)
+    return export_checkpoint(ckpt, out_dir, name=name, version=version, license_text=license_text,
+                             extra_training=extra_training, frames=frames, aggregation=aggregation,
+                             default_point=default_point, quantize=quantize, source=str(ckpt_path))
+
+
+def export_checkpoint(ckpt: dict[str, Any], out_dir: str | Path, name: str = "dfscan-default",
+                      version: str | None = None, license_text: str | None = None,
+                      extra_training: dict[str, Any] | None = None, frames: int = 32,
+                      aggregation: str = "mean", default_point: str = "balanced",
+                      quantize: str | None = None, source: str = "the checkpoint") -> Path:
+    """`export_bundle` of a single-model checkpoint already in memory (`source` names it in errors)."""
     if "head" not in ckpt:
-        raise ValueError(f"{ckpt_path} has no classifier head: was training interrupted? "
+        raise ValueError(f"{source} has no classifier head: was training interrupted? "
                          "(export the best.pt a finished run writes)")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
@@ -172,7 +183,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
     scores = np.asarray(ckpt.get("val_scores"), np.float64)
     labels = np.asarray(ckpt.get("val_labels"), np.int64)
     if scores.ndim != 1 or len(scores) != len(labels) or len(np.unique(labels)) < 2:
-        raise ValueError(f"{ckpt_path} has no usable val scores to calibrate and set thresholds on")
+        raise ValueError(f"{source} has no usable val scores to calibrate and set thresholds on")
     settings = dict(name=name, version=version, license_text=license_text, frames=frames, aggregation=aggregation,
                     default_point=default_point, extra_training=dict(extra_training or {}))
     if "soup" in ckpt:  # provenance: a weight average of these runs, not the first member's run alone
@@ -247,20 +258,6 @@ def training_faces(ckpt: dict[str, Any]) -> Any:
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"--quantize needs the checkpoint's training face sets ({dataset}) to calibrate on "
                          f"and to score val again: {exc}") from None
-
-
-def provisional_bundle(ckpt: dict[str, Any], tmp: Path) -> Path:
-    """A bundle of the checkpoint's network under `tmp`, to score faces through exactly as a scan does; its
-    thresholds come from whatever val scores the checkpoint holds and are not for use."""
-    net = rebuild_net(ckpt)
-    size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
-    emb_path, cls_path = tmp / "embedder.onnx", tmp / "classifier.onnx"
-    export_embedder(net, emb_path, size)
-    export_classifier(ckpt, cls_path, dim)
-    manifest = bundle_manifest(ckpt, np.asarray(ckpt["val_scores"], np.float64), np.asarray(ckpt["val_labels"]),
-                               diff=float("nan"), name="provisional", version=None, license_text=None, frames=32,
-                               aggregation="mean", default_point="balanced", extra_training={})
-    return write_bundle(tmp / "bundle", emb_path, cls_path, manifest)
 
 
 def rescore_val(bundle: Path, ckpt: dict[str, Any], face_set: Any, labels: np.ndarray) -> np.ndarray:

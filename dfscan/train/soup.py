@@ -85,17 +85,19 @@ def soup_checkpoint(paths: Sequence[str | Path], weights: Sequence[float] | None
     return soup
 
 
-def make_soup(paths: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
-    """Average `paths` (weights default to equal) and write a checkpoint `dfscan export` takes: its val split
-    (the first member's) is scored again through the averaged network."""
-    from dfscan.train.export import provisional_bundle, rescore_val, training_faces
+def make_soup(paths: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None
+              ) -> dict[str, Any]:
+    """Average `paths` (weights default to equal) and write to `out` a checkpoint `dfscan export` takes, its
+    val split (the first member's) scored again through the averaged network; returns that checkpoint."""
+    from dfscan.train.export import export_checkpoint, rescore_val, training_faces
     from dfscan.train.recipes.core import auc_by_domain
 
     soup = soup_checkpoint(paths, weights)
     labels = np.asarray(soup["val_labels"], np.int64)
     faces = training_faces(soup)
-    with tempfile.TemporaryDirectory() as tmp:
-        scores = rescore_val(provisional_bundle(soup, Path(tmp)), soup, faces, labels)
+    with tempfile.TemporaryDirectory() as tmp:  # a bundle to score through as a scan does; its thresholds are unused
+        bundle = export_checkpoint(soup, Path(tmp) / "bundle", name="provisional", source="the soup")
+        scores = rescore_val(bundle, soup, faces, labels)
     soup["val_scores"] = scores
     metrics = {k: v for k, v in soup.get("metrics", {}).items() if k in ("train_images", "val_images")}
     metrics["val_auc"] = loop.roc_auc(labels, scores)
@@ -106,4 +108,4 @@ def make_soup(paths: Sequence[str | Path], out: str | Path, weights: Sequence[fl
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(soup, out)
-    return out
+    return soup

@@ -205,9 +205,10 @@ def make_splits(cfg: RecipeConfig, net: Net, run_dir: Path, stage: int, use_cach
     val_rec = select_records(face_set, "val", cfg.val_limit, cfg.seed)
     pixel_aug = tuple(a for a in cfg.augment if a not in CACHE_SAFE_AUGMENTATIONS)
     if use_cache:
-        val_c = _cached(cfg, run_dir, stage, "val", face_set, val_rec, net)
+        frozen = bb.frozen_fingerprint(stage)
+        val_c = _cached(cfg, run_dir, stage, "val", face_set, val_rec, net, frozen)
         copies = max(1, cfg.aug_copies) if pixel_aug else 1
-        train_c = _cached(cfg, run_dir, stage, "train", face_set, train_rec, net, pixel_aug, copies)
+        train_c = _cached(cfg, run_dir, stage, "train", face_set, train_rec, net, frozen, pixel_aug, copies)
         plain_rec = train_rec
         train_rec, val_rec = _twinned(cfg, train_rec), _twinned(cfg, val_rec)
         n = len(train_rec)
@@ -288,11 +289,11 @@ def _image_batches(ds: FaceDataset, cfg: RecipeConfig, net: Net, stage: int) -> 
 
 
 def _cached(cfg: RecipeConfig, run_dir: Path, stage: int, split: str, face_set: FaceSet,
-            records: list[FaceRecord], net: Net, pixel_aug: tuple[str, ...] = (), copies: int = 1
+            records: list[FaceRecord], net: Net, frozen: str, pixel_aug: tuple[str, ...] = (), copies: int = 1
             ) -> FeatureCache:
+    """The cached maps of stages [0, stage) for `records`; `frozen` is those stages' weight fingerprint."""
     from dfscan.train.augment import build_augment
     bb = net.backbone
-    frozen = bb.frozen_fingerprint(stage)
     if not pixel_aug:
         full = _subset_of_full_cache(cfg, run_dir, stage, split, face_set, records, frozen)
         if full is not None:
