@@ -33,10 +33,10 @@ PNET_SCALE_IOU = 0.5            # NMS within one pyramid scale
 PNET_IOU = 0.7                  # NMS across scales
 RNET_IOU = 0.7
 ONET_MIN_OVERLAP = 0.7          # final NMS, intersection over the smaller box
-# Runs small enough that their activations stay in malloc's reused heap: with onnxruntime's memory arena
-# off (dfscan.runtime), larger runs get fresh mmap'd buffers whose page faults cost more than the network
-# (street_crowd, 32 frames, 1 thread: PNet 0.88 -> 0.60 CPU s at 2^17 pixels instead of 2^21, ONet
-# 0.61 -> 0.39 s at 16 crops instead of 128; the same boxes, bit for bit).
+# Runs small enough that their activations stay in cache and bound onnxruntime's arena (dfscan.runtime).
+# Measured when the arena was off, where larger runs got fresh mmap'd buffers (street_crowd, 32 frames,
+# 1 thread: PNet 0.88 -> 0.60 CPU s at 2^17 pixels instead of 2^21, ONet 0.61 -> 0.39 s at 16 crops instead
+# of 128; the same boxes, bit for bit).
 PNET_PIXELS_PER_RUN = 1 << 17   # bounds PNet's activation memory; splitting a batch does not change results
 CROP_BATCH = 16                 # RNet/ONet crops a run; same outputs whatever the run size
 FRAMES_PER_PASS = 32            # frames detected together: bounds memory (integrals, pyramid) for long frame lists
@@ -82,9 +82,22 @@ class _Candidates:
 # ------------------------------------------------------------------------------------------ resampling
 def integral_image(image: np.ndarray) -> np.ndarray:
     """(H+1, W+1, 3) exact pixel sums; int32 while no sum can overflow it."""
-    height, width = image.shape[:2]
-    depth = cv2.CV_32S if 255 * height * width <= INT32_SUM_LIMIT else cv2.CV_64F
-    return cv2.integral(image, sdepth=depth)
+    return integral_images([image])[0]
+
+
+def integral_images(images: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, H+1, W+1, 3) integral images of same-size images, in one numpy block.
+
+    One block rather than N arrays of cv2's own: numpy backs large blocks with huge pages, while each cv2
+    array is fresh 4 KB pages whose first-touch faults cost more than the sums (32 frames of 512x512: 24,700
+    faults, ~4x the time of the integrals themselves on this project's VMs).
+    """
+    height, width = images[0].shape[:2]
+    exact_int32 = 255 * height * width <= INT32_SUM_LIMIT
+    block = np.empty((len(images), height + 1, width + 1, 3), np.int32 if exact_int32 else np.float64)
+    for out, image in zip(block, images):
+        cv2.integral(np.ascontiguousarray(image), sum=out, sdepth=cv2.CV_32S if exact_int32 else cv2.CV_64F)
+    return block
 
 
 def area_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +335,7 @@ class MTCNN:
         return results
 
     # ---------------------------------------------------------------------------------------- stages
-    def _prepare(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], int, int, float, np.ndarray]:
+    def _prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, int, int, float, np.ndarray]:
         """Integral images at detection size, that size, PNet's smallest face there, and the scale back."""
         height, width = images[0].shape[:2]
         scale = self._detection_scale(height, width)
@@ -331,7 +344,7 @@ class MTCNN:
             images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
         det_height, det_width = images[0].shape[:2]
         min_face = self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
-        integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
+        integrals = integral_images(images)
         ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
         return integrals, det_height, det_width, min_face, ratio
 
@@ -400,7 +413,7 @@ class MTCNN:
             return 1.0
         return self.max_side / max(height, width)
 
-    def _propose(self, integrals: list[np.ndarray], height: int, width: int, min_face: float) -> _Candidates:
+    def _propose(self, integrals: Sequence[np.ndarray], height: int, width: int, min_face: float) -> _Candidates:
         """PNet over the pyramid: candidate windows, NMS per scale, then across scales, then regressed."""
         found, found_offsets = [], []
         for scale in pyramid_scales(height, width, min_face, self.factor):
@@ -440,7 +453,7 @@ class MTCNN:
         offsets = regression.transpose(0, 2, 3, 1)[frames, ys, xs]
         return _Candidates(boxes, probs[frames, 1, ys, xs], frames.astype(np.int64)), offsets
 
-    def _refine(self, integrals: list[np.ndarray], candidates: _Candidates, width: int,
+    def _refine(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> _Candidates:
         """RNet on 24x24 crops: rescored, NMS, regressed, squared."""
         candidates, crops = self._crops(integrals, candidates, width, height, RNET_SIZE)
@@ -454,7 +467,7 @@ class MTCNN:
         boxes = regress(candidates.boxes, regression[passed][keep])
         return _Candidates(square(boxes), candidates.scores, candidates.frames)
 
-    def _output(self, integrals: list[np.ndarray], candidates: _Candidates, width: int,
+    def _output(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> tuple[np.ndarray, np.ndarray, _Candidates]:
         """ONet on 48x48 crops: final score, landmarks, regressed boxes, final NMS."""
         candidates, crops = self._crops(integrals, candidates, width, height, ONET_SIZE)
@@ -468,7 +481,7 @@ class MTCNN:
         keep = nms_per_frame(final, ONET_MIN_OVERLAP, min_overlap=True)
         return final.boxes[keep], landmarks[keep], final.take(keep)
 
-    def _crops(self, integrals: list[np.ndarray], candidates: _Candidates, width: int, height: int,
+    def _crops(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int, height: int,
                size: int) -> tuple[_Candidates, np.ndarray]:
         """Network input for each candidate.
 
