@@ -111,16 +111,17 @@ class Scanner:
         return result
 
     def _scan(self, path: Path, settings: ScanSettings) -> VideoResult:
-        from dfscan.video import RESTART, stream_frames  # noqa: PLC0415
+        from dfscan.video import RESTART, read_ahead, stream_frames  # noqa: PLC0415
 
         result = self._base_result(path, settings)
         n = None if settings.all_frames or settings.fps else settings.frames
         faces = _Faces()
         chunk: list[Any] = []
         t0 = time.perf_counter()
+        # Frames of the next chunk are decoded while this one is detected and scored.
         with stream_frames(path, n=n, fps=settings.fps, max_side=settings.max_side, max_frames=MAX_FRAMES,
-                           strict=settings.all_frames) as stream:
-            for frame in stream:
+                           strict=settings.all_frames) as stream, read_ahead(stream, CHUNK_FRAMES) as frames:
+            for frame in frames:
                 if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
                     faces, chunk = _Faces(timings=faces.timings), []
                     continue

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import av
 import av.logging
@@ -367,6 +369,70 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
         yield from stream.decode(None)
     except av.FFmpegError:
         pass
+
+
+class read_ahead:  # noqa: N801 - used like a function: `with read_ahead(stream, depth) as frames: ...`
+    """The items of `frames` (a `stream_frames`), produced on a background thread up to `depth` items ahead
+    of the consumer, so that decoding the next frames overlaps the consumer's work on the current ones
+    (PyAV releases the GIL while it decodes: a second core does the decoding). Items and the producer's
+    exception arrive in order. Leaving the block stops and joins the thread before anything else is closed,
+    so a stream's container is never closed under a running decode. The stream's decode budget still counts
+    decoding only: the producer waiting for room in the queue is the consumer's time."""
+
+    _ITEM, _END, _RAISED = "item", "end", "raised"
+
+    def __init__(self, frames: Iterable[Any], depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self._frames = frames
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="dfscan-decode", daemon=True)
+
+    def __enter__(self) -> "read_ahead":
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, item = self._queue.get()
+            if kind == self._END:
+                return
+            if kind == self._RAISED:
+                raise item
+            yield item
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)  # makes room for a producer blocked on a full queue
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _produce(self) -> None:
+        items = iter(self._frames)
+        try:
+            for item in items:
+                if not self._put((self._ITEM, item)):
+                    return
+            self._put((self._END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put((self._RAISED, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's own cleanup, in the thread that ran it
+
+    def _put(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 class _DecodeBudget:

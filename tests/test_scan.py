@@ -53,6 +53,29 @@ def test_same_input_same_scores(face_video, bundles):
     assert first.score == second.score
 
 
+def test_decoding_ahead_changes_no_result(face_video, bundles, monkeypatch):
+    """The next chunk is decoded on a second thread while this one is scored (dfscan.video.read_ahead): the
+    same frames, faces and scores as decoding in turn. All 40 frames: two chunks."""
+    scanner = Scanner(bundles["neutral"], device="cpu")
+    ahead = scanner.scan(face_video, ScanSettings(all_frames=True)).to_dict()
+
+    class InTurn:
+        def __init__(self, frames, depth):
+            self.frames = frames
+
+        def __enter__(self):
+            return self.frames
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr("dfscan.video.read_ahead", InTurn)
+    in_turn = scanner.scan(face_video, ScanSettings(all_frames=True)).to_dict()
+    assert len(ahead["frames"]) == 40 and ahead["tracks"]
+    for key in ("frames", "tracks", "score", "label", "video"):
+        assert ahead[key] == in_turn[key]
+
+
 def test_generated_face_video_threshold_and_labels(face_video, bundles):
     fake = dfscan.scan_video(face_video, model=bundles["all_fake"])
     real = dfscan.scan_video(face_video, model=bundles["all_real"])

@@ -344,6 +344,73 @@ def test_time_limit_counts_decoding_not_the_consumers_work(cfr_clip):
     assert seen == 100 and time.monotonic() - started > 1.5
 
 
+# --- read-ahead (decoding on a second thread while the scan works) -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["whole", "truncated"])
+def test_read_ahead_gives_the_streams_frames_and_info(cfr_clip, tmp_path, kind):
+    """Same frames, same order, and the same VideoInfo (truncation is only known once decoding ends)."""
+    path = cfr_clip if kind == "whole" else write_truncated(tmp_path / "cut.mp4", keep_fraction=0.5, n_frames=100)
+    info, expected = sample_frames(path, n=None)
+    with video.stream_frames(path, n=None) as stream, video.read_ahead(stream, depth=8) as frames:
+        got = [f for f in frames if f is not video.RESTART]
+    assert [f.index for f in got] == [f.index for f in expected]
+    assert len(got) == (100 if kind == "whole" else len(expected)) and len(got) > 10
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected))
+    assert stream.info.to_dict() == info.to_dict() and stream.info.truncated == (kind == "truncated")
+
+
+def test_read_ahead_raises_the_decoders_error_after_the_frames_before_it(tmp_path):
+    path = write_truncated(tmp_path / "cut_noindex.mp4", keep_fraction=0.5, faststart=False, n_frames=50)
+    with pytest.raises(DecodeError, match="cut_noindex.mp4"):
+        with video.stream_frames(path) as stream, video.read_ahead(stream, depth=4) as frames:
+            list(frames)
+
+    def items():
+        yield from (1, 2, 3)
+        raise ValueError("decoder broke")
+
+    seen = []
+    with pytest.raises(ValueError, match="decoder broke"):
+        with video.read_ahead(items(), depth=2) as ahead:
+            for item in ahead:
+                seen.append(item)
+    assert seen == [1, 2, 3]
+
+
+def test_leaving_read_ahead_early_stops_and_closes_the_producer():
+    import threading
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    ahead = video.read_ahead(endless(), depth=3)
+    with ahead:
+        first = [item for _, item in zip(range(5), ahead)]
+    assert first == [1, 2, 3, 4, 5]
+    assert closed.is_set() and not ahead._thread.is_alive()  # joined before the block ended
+
+
+def test_read_ahead_keeps_the_decode_limit_on_decoding(cfr_clip):
+    """The consumer's slow work fills the queue; the producer's wait for room is not decode time."""
+    import time
+
+    with video.stream_frames(cfr_clip, n=None, time_limit_s=1.0) as stream, video.read_ahead(stream, 4) as frames:
+        started, seen = time.monotonic(), 0
+        for frame in frames:
+            seen += frame is not video.RESTART
+            time.sleep(0.02)
+    assert seen == 100 and time.monotonic() - started > 1.5
+
+
 # --- real clips ------------------------------------------------------------------------------------------
 
 
