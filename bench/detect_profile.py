@@ -4,17 +4,21 @@ with which boxes each detector setting finds against a reference setting.
 
     python bench/detect_profile.py ../shared/clips/real/street_crowd.mp4 --frames 32 --threads 1
     python bench/detect_profile.py crowd.mp4 --variant full_every=3 --variant factor=0.5
+    python bench/detect_profile.py ../shared/datasets/wild_clips/videos/*/*.mp4 ../shared/clips/real/*.mp4 \
+        --repeat 1 --variant "thresholds=[0.7,0.7,0.7]" --variant "thresholds=[0.9,0.7,0.7]"
 
-Each variant is DetectorSettings fields (name=value, comma-separated); the first row is the defaults, the
-reference for the face counts: faces matched by IoU >= --iou to a reference face, and the largest corner
-difference of the matched boxes in original-frame pixels. CPU seconds of this process (process_time):
-on a shared machine, wall seconds mean little.
+Each variant is DetectorSettings fields (name=value, comma-separated; a list value in brackets); the first
+row is the defaults, the reference for the face counts: faces matched by IoU >= --iou to a reference face,
+how many of them have the very same box, and how far the others moved (largest corner difference in
+original-frame pixels, and as a share of the face's side). With several videos every figure is summed over
+them. CPU seconds of this process (process_time): on a shared machine, wall seconds mean little.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -74,7 +78,7 @@ def instrument(clock: StageClock, detector: Any) -> None:
     names = {id(detector.rnet): "rnet network", id(detector.onet): "onet network"}
     clock.wrap(m, "_run_in_chunks", lambda session, batch: names.get(id(session), "network"),
                count=lambda session, batch: len(batch))
-    clock.wrap(m, "integral_image", "integral images")
+    clock.wrap(m, "integral_images", "integral images")
 
 
 def detect(frames: list[Any], settings: DetectorSettings, threads: int | None, repeat: int
@@ -107,7 +111,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare(reference: list[list[Any]], found: list[list[Any]], iou: float) -> dict[str, Any]:
     """Faces of `found` matched one to one (greedy by IoU) to `reference`, frame by frame."""
-    matched, shifts = 0, []
+    matched, shifts, relative = 0, [], []
     for ref, new in zip(reference, found):
         if not ref or not new:
             continue
@@ -117,11 +121,20 @@ def compare(reference: list[list[Any]], found: list[list[Any]], iou: float) -> d
             i, j = np.unravel_index(np.argmax(overlap), overlap.shape)
             matched += 1
             shifts.append(float(np.abs(a[i] - b[j]).max()))
+            relative.append(shifts[-1] / float(max(a[i][2] - a[i][0], a[i][3] - a[i][1])))
             overlap[i, :], overlap[:, j] = -1, -1
     n_ref, n_new = sum(map(len, reference)), sum(map(len, found))
     return {"faces": n_new, "matched": matched, "missed": n_ref - matched, "extra": n_new - matched,
+            "shifts": shifts, "relative_shifts": relative}
+
+
+def summarise_shifts(row: dict[str, Any]) -> dict[str, Any]:
+    """The matched boxes' shifts as counts and percentiles (the raw lists are dropped)."""
+    shifts, relative = row.pop("shifts"), row.pop("relative_shifts")
+    return {**row, "identical_boxes": sum(s == 0.0 for s in shifts),
             "max_corner_shift_px": round(max(shifts), 2) if shifts else None,
-            "median_corner_shift_px": round(statistics.median(shifts), 2) if shifts else None}
+            "median_corner_shift_px": round(statistics.median(shifts), 2) if shifts else None,
+            "p99_shift_of_side": round(float(np.percentile(relative, 99)), 3) if relative else None}
 
 
 def load_boxes(path: Path) -> list[list[Any]]:
@@ -132,8 +145,7 @@ def load_boxes(path: Path) -> list[list[Any]]:
 def parse_variant(text: str) -> DetectorSettings:
     fields = {f.name: f for f in dataclasses.fields(DetectorSettings)}
     values: dict[str, Any] = {}
-    for part in filter(None, text.split(",")):
-        name, value = part.split("=", 1)
+    for name, value in re.findall(r"(\w+)=(\[[^\]]*\]|[^,]+)", text):
         if name not in fields:
             raise SystemExit(f"unknown detector setting {name!r} (known: {', '.join(fields)})")
         parsed = json.loads(value)
@@ -143,7 +155,7 @@ def parse_variant(text: str) -> DetectorSettings:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("video", nargs="?", type=Path, default=SHARED_CROWD)
+    parser.add_argument("videos", nargs="*", type=Path, default=[SHARED_CROWD])
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
@@ -154,33 +166,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-boxes", type=Path, default=None,
                         help="match every row against boxes saved by --save-boxes (e.g. before a code change)")
     args = parser.parse_args(argv)
-
-    t0 = time.process_time()
-    _, frames = sample_frames(args.video, n=args.frames)
-    decode_s = time.process_time() - t0
-    print(f"{args.video.name}: {len(frames)} frames {frames[0].image.shape[1]}x{frames[0].image.shape[0]}, "
-          f"decode {decode_s:.2f} CPU s")
-    rows = []
-    reference = load_boxes(args.compare_boxes) if args.compare_boxes else None
+    if len(args.videos) > 1 and (args.save_boxes or args.compare_boxes):
+        parser.error("--save-boxes and --compare-boxes take one video")
+    variants = ["", *args.variant]
+    settings = [parse_variant(v) for v in variants]
+    totals: list[dict[str, Any]] = [{"variant": v or "defaults", "cpu_s": 0.0, "stages": defaultdict(float),
+                                     "items": defaultdict(int), "faces": 0, "matched": 0, "missed": 0, "extra": 0,
+                                     "shifts": [], "relative_shifts": []} for v in variants]
+    decode_s = 0.0
     against = f"saved {args.compare_boxes.name}" if args.compare_boxes else "defaults"
-    for variant in ["", *args.variant]:
-        settings = parse_variant(variant)
-        found, timing = detect(frames, settings, args.threads, args.repeat)
-        if not variant and args.save_boxes:
-            args.save_boxes.write_text(json.dumps([[list(map(float, d.box)) for d in dets] for dets in found]) + "\n")
-        reference = reference or found
-        row = {"variant": variant or "defaults", "against": against, **timing, **compare(reference, found, args.iou)}
-        rows.append(row)
-        print(f"\n{row['variant']}: detect {row['cpu_s']:.3f} CPU s, {row['faces']} faces "
-              f"(vs {against}: {row['matched']} matched, {row['missed']} missed, {row['extra']} extra; corner shift "
-              f"max {row['max_corner_shift_px']} / median {row['median_corner_shift_px']} px)")
+    for video in args.videos:
+        t0 = time.process_time()
+        _, frames = sample_frames(video, n=args.frames)
+        decode_s += time.process_time() - t0
+        print(f"{video.name}: {len(frames)} frames {frames[0].image.shape[1]}x{frames[0].image.shape[0]}", flush=True)
+        reference = load_boxes(args.compare_boxes) if args.compare_boxes else None
+        for total, variant in zip(totals, settings):
+            found, timing = detect(frames, variant, args.threads, args.repeat)
+            if total["variant"] == "defaults" and args.save_boxes:
+                args.save_boxes.write_text(json.dumps([[list(map(float, d.box)) for d in dets] for dets in found]) + "\n")
+            reference = reference or found
+            total["cpu_s"] += timing["cpu_s"]
+            for stage, seconds in timing["stages"].items():
+                total["stages"][stage] += seconds
+            for stage, n in timing["items"].items():
+                total["items"][stage] += n
+            for key, value in compare(reference, found, args.iou).items():
+                total[key] += value
+    rows = [summarise_shifts({**t, "against": against, "stages": dict(t["stages"]), "items": dict(t["items"])})
+            for t in totals]
+    print(f"\n{len(args.videos)} video(s), decode {decode_s:.2f} CPU s")
+    for row in rows:
+        print(f"\n{row['variant']}: detect {row['cpu_s']:.3f} CPU s, {row['faces']} faces (vs {against}: "
+              f"{row['matched']} matched, {row['identical_boxes']} of them the same box, {row['missed']} missed, "
+              f"{row['extra']} extra; corner shift max {row['max_corner_shift_px']} / median "
+              f"{row['median_corner_shift_px']} px, p99 {row['p99_shift_of_side']} of the face side)")
         for stage, seconds in sorted(row["stages"].items(), key=lambda kv: -kv[1]):
             items = row["items"].get(stage)
             print(f"  {stage:34s} {seconds:7.3f} s {100 * seconds / row['cpu_s']:5.1f}%"
                   + (f"  ({items:,} {'pixels' if 'pnet' in stage else 'crops'})" if items else ""))
     if args.json:
-        args.json.write_text(json.dumps({"video": str(args.video), "frames": len(frames), "decode_cpu_s": decode_s,
-                                         "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"videos": [str(v) for v in args.videos], "frames": args.frames,
+                                         "decode_cpu_s": decode_s, "rows": rows}, indent=2) + "\n")
     return 0
 
 
