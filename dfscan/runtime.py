@@ -7,6 +7,7 @@ CUDA libraries are missing, then silently falls back).
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ INSTALL_HINT = (
     "onnxruntime is not installed: install exactly one of  pip install 'dfscan[cpu]'  "
     "(onnxruntime) or  pip install 'dfscan[gpu]'  (onnxruntime-gpu)"
 )
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one, as in a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def import_ort() -> Any:

@@ -7,7 +7,6 @@ result with a one-line reason; only setup problems (bad bundle, no onnxruntime) 
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
 from dfscan.model.manifest import sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
+from dfscan.runtime import usable_cores
 from dfscan.settings import MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
 
 __all__ = ["DetectorSettings", "ScanSettings", "Scanner", "get_scanner", "iter_scan", "scan_video"]
@@ -264,7 +264,7 @@ def iter_scan(paths: Iterable[str | Path], model: str | Path | None = None, devi
     settings = settings or ScanSettings()
     parent = Scanner(model_arg, device=device, threads=1, detector=settings.detector)  # fail fast on a bad bundle
     resolved = parent.resolve(settings)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cores() // workers)
     pool = _WorkerPool(workers, (model_arg, device, threads, settings.detector))
     try:
         for path, outcome in pool.run((str(p) for p in paths), resolved):

@@ -76,6 +76,27 @@ def test_decoding_ahead_changes_no_result(face_video, bundles, monkeypatch):
         assert ahead[key] == in_turn[key]
 
 
+def test_faces_scored_on_several_cores_keep_their_scores_and_order():
+    """On CPU the Scorer spreads faces over its threads, one onnxruntime thread each: every face gets the
+    score it gets alone, in input order (shipped model, 40 real DFDC crops)."""
+    import numpy as np
+    from conftest import DFDC_FACES
+
+    from dfscan.faceset import load_crop
+    from dfscan.model.scorer import Scorer, default_bundle_path
+
+    if not (DFDC_FACES / "labels.csv").is_file() or not (default_bundle_path() / "manifest.json").is_file():
+        pytest.skip("needs the shared DFDC crops and the shipped model")
+    parallel, alone = Scorer(device="cpu", threads=2), Scorer(device="cpu", threads=1)
+    assert parallel.face_workers == 2 and alone.face_workers == 1
+    files = sorted((DFDC_FACES / "images").rglob("*.*"))[:40]
+    crops = np.stack([load_crop(f, parallel.input_size) for f in files])
+    scores = parallel.score_crops(crops)
+    assert np.array_equal(scores, alone.score_crops(crops))
+    assert np.array_equal(scores[[7, 23]], [alone.score_crops(crops[[i]])[0] for i in (7, 23)])
+    assert np.ptp(scores) > 0.01  # different faces, different scores: an order mix-up would show
+
+
 def test_generated_face_video_threshold_and_labels(face_video, bundles):
     fake = dfscan.scan_video(face_video, model=bundles["all_fake"])
     real = dfscan.scan_video(face_video, model=bundles["all_real"])

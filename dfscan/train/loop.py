@@ -91,7 +91,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def set_threads() -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from dfscan.runtime import usable_cores  # noqa: PLC0415
+
+    cores = usable_cores()
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: ranks on this machine
     torch.set_num_threads(max(1, cores // max(1, local_processes)))
 
