@@ -76,8 +76,8 @@ def instrument(clock: StageClock, detector: Any) -> None:
     clock.wrap(m, "nms", "nms")
     clock.wrap(m, "area_crops", lambda integral, regions, size: f"crops {size} px", count=lambda i, regions, s: len(regions))
     names = {id(detector.rnet): "rnet network", id(detector.onet): "onet network"}
-    clock.wrap(m, "_run_in_chunks", lambda session, batch: names.get(id(session), "network"),
-               count=lambda session, batch: len(batch))
+    clock.wrap(m, "_run_in_chunks", lambda session, batch, *_: names.get(id(session), "network"),
+               count=lambda session, batch, *_: len(batch))
     clock.wrap(m, "integral_images", "integral images")
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 from dfscan.errors import ModelError, RuntimeMissingError
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_PARALLEL_RUNS = 16  # each run in flight holds its own activations (~10-20 MB for the 224 px embedder)
+Item = TypeVar("Item")
+Output = TypeVar("Output")
 INSTALL_HINT = (
     "onnxruntime is not installed: install exactly one of  pip install 'dfscan[cpu]'  "
     "(onnxruntime) or  pip install 'dfscan[gpu]'  (onnxruntime-gpu)"
@@ -23,6 +27,29 @@ INSTALL_HINT = (
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one, as in a container)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parallel_runs(device: str, threads: int | None) -> tuple[int | None, int]:
+    """(onnxruntime threads for each session, runs at a time) for networks run many times on small inputs:
+    MTCNN's pyramid parts and crops, the embedder's faces. On CPU the cores take different runs, one
+    onnxruntime thread each; on this project's 2-core machine that is faster than two onnxruntime threads on
+    every run by 33% for RNet, 20% PNet, 12% ONet and 30% for the 224 px embedder. A GPU parallelises each run."""
+    if providers_for(device) == ["CPUExecutionProvider"]:
+        return 1, max(1, min(threads or usable_cores(), MAX_PARALLEL_RUNS))
+    return threads, 1
+
+
+@functools.lru_cache(maxsize=None)
+def _run_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="dfscan-run")
+
+
+def map_runs(run: Callable[[Item], Output], items: Sequence[Item], workers: int) -> list[Output]:
+    """`run` over `items` on `workers` threads (onnxruntime releases the GIL while it runs), in order. The
+    pool is shared: `run` must not itself call map_runs."""
+    if workers <= 1 or len(items) <= 1:
+        return [run(item) for item in items]
+    return list(_run_pool(workers).map(run, items))
 
 
 def import_ort() -> Any:

@@ -147,6 +147,22 @@ def test_detect_video_reuses_pnet_without_losing_faces(clip: str) -> None:
         detector.detect_video(frames, 0)
 
 
+def test_runs_spread_over_cores_give_the_same_faces() -> None:
+    """On CPU the cores take different PNet parts and RNet/ONet crop runs (runtime.parallel_runs): the same
+    boxes, scores and landmarks, bit for bit, as one thread doing them in turn (7 frames of the crowd)."""
+    if not (CLIPS / "street_crowd.mp4").is_file():
+        pytest.skip(f"{CLIPS / 'street_crowd.mp4'} not available (../shared beside the checkout)")
+    frames = list(decode_frames("street_crowd.mp4", tuple(range(0, 63, 9))))
+    settings = {"device": "cpu", "min_face_size": 40, "factor": 0.6, "max_side": 640}
+    alone, spread = MTCNN(threads=1, **settings), MTCNN(threads=2, **settings)
+    assert (alone.workers, spread.workers) == (1, 2)
+    in_turn, parallel = alone.detect_video(frames, 2), spread.detect_video(frames, 2)
+    assert sum(len(f) for f in in_turn) >= 20
+    for a, b in zip(in_turn, parallel):
+        for field in ("boxes", "scores", "landmarks"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
     image = load_image("astronaut.jpg")
     reference = full_res.detect(image)

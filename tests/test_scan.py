@@ -88,7 +88,7 @@ def test_faces_scored_on_several_cores_keep_their_scores_and_order():
     if not (DFDC_FACES / "labels.csv").is_file() or not (default_bundle_path() / "manifest.json").is_file():
         pytest.skip("needs the shared DFDC crops and the shipped model")
     parallel, alone = Scorer(device="cpu", threads=2), Scorer(device="cpu", threads=1)
-    assert parallel.face_workers == 2 and alone.face_workers == 1
+    assert parallel.workers == 2 and alone.workers == 1
     files = sorted((DFDC_FACES / "images").rglob("*.*"))[:40]
     crops = np.stack([load_crop(f, parallel.input_size) for f in files])
     scores = parallel.score_crops(crops)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from dfscan.assets import MTCNN_DIR
-from dfscan.runtime import create_session, session_provider
+from dfscan.runtime import create_session, map_runs, parallel_runs, session_provider
 
 PNET_STRIDE = 2
 PNET_CELL = 12
@@ -273,9 +273,10 @@ class MTCNN:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = factor
         self.max_side = max_side
-        self.pnet = create_session(MTCNN_DIR / "pnet.onnx", device, threads)
-        self.rnet = create_session(MTCNN_DIR / "rnet.onnx", device, threads)
-        self.onet = create_session(MTCNN_DIR / "onet.onnx", device, threads)
+        session_threads, self.workers = parallel_runs(device, threads)
+        self.pnet = create_session(MTCNN_DIR / "pnet.onnx", device, session_threads)
+        self.rnet = create_session(MTCNN_DIR / "rnet.onnx", device, session_threads)
+        self.onet = create_session(MTCNN_DIR / "onet.onnx", device, session_threads)
         self.provider: str = session_provider(self.pnet)
 
     @property
@@ -430,7 +431,8 @@ class MTCNN:
 
     def _run_pnet(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_run = max(1, PNET_PIXELS_PER_RUN // (batch.shape[2] * batch.shape[3]))
-        outputs = [self.pnet.run(None, {"input": batch[i:i + per_run]}) for i in range(0, len(batch), per_run)]
+        outputs = map_runs(lambda run: self.pnet.run(None, {"input": run}),
+                           [batch[i:i + per_run] for i in range(0, len(batch), per_run)], self.workers)
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
@@ -454,7 +456,7 @@ class MTCNN:
         candidates, crops = self._crops(integrals, candidates, width, height, RNET_SIZE)
         if not len(candidates):
             return candidates
-        regression, probs = _run_in_chunks(self.rnet, crops)
+        regression, probs = _run_in_chunks(self.rnet, crops, self.workers)
         passed = probs[:, 1] > self.thresholds[1]
         candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
         keep = nms_per_frame(candidates, RNET_IOU)
@@ -468,7 +470,7 @@ class MTCNN:
         candidates, crops = self._crops(integrals, candidates, width, height, ONET_SIZE)
         if not len(candidates):
             return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), candidates
-        regression, points, probs = _run_in_chunks(self.onet, crops)
+        regression, points, probs = _run_in_chunks(self.onet, crops, self.workers)
         passed = probs[:, 1] > self.thresholds[2]
         candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
         landmarks = _landmarks(candidates.boxes, points[passed])
@@ -528,8 +530,9 @@ def _landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.stack([xs, ys], axis=2)
 
 
-def _run_in_chunks(session: Any, batch: np.ndarray) -> list[np.ndarray]:
-    outputs = [session.run(None, {"input": batch[i:i + CROP_BATCH]}) for i in range(0, len(batch), CROP_BATCH)]
+def _run_in_chunks(session: Any, batch: np.ndarray, workers: int = 1) -> list[np.ndarray]:
+    outputs = map_runs(lambda run: session.run(None, {"input": run}),
+                       [batch[i:i + CROP_BATCH] for i in range(0, len(batch), CROP_BATCH)], workers)
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +11,16 @@ import numpy as np
 from dfscan.calibration import apply_calibration
 from dfscan.errors import ModelError
 from dfscan.model.manifest import Manifest, bundle_hash, load_manifest
-from dfscan.runtime import create_session, providers_for, session_provider, usable_cores
+from dfscan.runtime import create_session, map_runs, parallel_runs, session_provider
 
 CHECKOUT_BUNDLE = Path(__file__).resolve().parents[2] / "weights" / "default"
 INSTALLED_BUNDLE = Path(sys.prefix) / "share" / "dfscan" / "weights" / "default"
 # Faces a run of the embedder. On CPU one at a time is fastest: at batch 64 a 224 px EfficientNet-Lite0's
 # activations (~100 MB a layer) leave the caches. One core of this 2-core CPU: 34 ms a face at 64, 21 at
-# 8-16, 10.5 at 1 with ORT's arena off; 14, 17, 10 with it. Same scores bit for bit. A GPU wants large runs.
-# And on CPU the cores take different faces (one onnxruntime thread each) rather than share one face:
-# 4.3 ms a face on this machine's 2 cores, against 6.1 with two onnxruntime threads on each face.
+# 8-16, 10.5 at 1 with ORT's arena off; 14, 17, 10 with it; and the cores take different faces
+# (runtime.parallel_runs): 4.3-4.8 ms a face on 2 cores. Same scores bit for bit. A GPU wants large runs.
 CPU_BATCH_SIZE = 1
 GPU_BATCH_SIZE = 64
-MAX_FACE_WORKERS = 16  # each face in flight holds its own activations (~10-20 MB at 224 px)
 
 
 def to_network_input(crops: np.ndarray, mean: Any, std: Any) -> np.ndarray:
@@ -55,14 +52,11 @@ class Scorer:
             self._load_members(device, threads)
             return
         files = self.manifest.files
-        on_cpu = providers_for(device) == ["CPUExecutionProvider"]
-        session_threads = 1 if on_cpu else threads
+        session_threads, self.workers = parallel_runs(device, threads)
         self._embedder = create_session(self.bundle_dir / files["embedder"]["path"], device, session_threads)
         self._classifier = create_session(self.bundle_dir / files["classifier"]["path"], device, session_threads)
         self.provider = session_provider(self._embedder)
-        self.batch_size = CPU_BATCH_SIZE if on_cpu else GPU_BATCH_SIZE
-        self.face_workers = min(threads or usable_cores(), MAX_FACE_WORKERS) if on_cpu else 1
-        self._pool: ThreadPoolExecutor | None = None
+        self.batch_size = CPU_BATCH_SIZE if self.provider == "CPUExecutionProvider" else GPU_BATCH_SIZE
         self._check_io()
 
     def _load_members(self, device: str, threads: int | None) -> None:
@@ -133,12 +127,7 @@ class Scorer:
         if self.members:
             return self.combine(self.member_scores(crops)) if len(crops) else np.zeros(0)
         runs = [crops[start:start + self.batch_size] for start in range(0, len(crops), self.batch_size)]
-        if self.face_workers > 1 and len(runs) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.face_workers, thread_name_prefix="dfscan-score")
-            out = list(self._pool.map(self._score_run, runs))  # onnxruntime releases the GIL while it runs
-        else:
-            out = [self._score_run(run) for run in runs]
+        out = map_runs(self._score_run, runs, self.workers)
         return np.concatenate(out) if out else np.zeros(0)
 
     def _score_run(self, crops: np.ndarray) -> np.ndarray:
