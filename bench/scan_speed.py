@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--cpu-time", action="store_true",
                         help="decode_only_s, total_s and their ratio in CPU seconds of this process (shared machines)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for the scan's onnxruntime runs (default: all cores)")
     args = parser.parse_args()
     videos = list(args.videos)
     tmp = tempfile.TemporaryDirectory()

@@ -40,7 +40,7 @@ def import_ray() -> Any:
 class RayPlan:
     """How many actors, and what each asks Ray for."""
     actors: int
-    threads: int              # onnxruntime intra-op threads per actor (= CPUs it reserves)
+    threads: int              # threads per actor for its onnxruntime runs (= CPUs it reserves)
     gpus_per_actor: float
 
 
