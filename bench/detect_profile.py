@@ -78,7 +78,7 @@ def instrument(clock: StageClock, detector: Any) -> None:
     names = {id(detector.rnet): "rnet network", id(detector.onet): "onet network"}
     clock.wrap(m, "_run_in_chunks", lambda session, batch, *_: names.get(id(session), "network"),
                count=lambda session, batch, *_: len(batch))
-    clock.wrap(m, "integral_images", "integral images")
+    clock.wrap(m, "integral_image", "integral images")
 
 
 def detect(frames: list[Any], settings: DetectorSettings, threads: int | None, repeat: int

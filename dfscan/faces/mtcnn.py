@@ -87,14 +87,6 @@ def integral_image(image: np.ndarray) -> np.ndarray:
     return cv2.integral(image, sdepth=depth)
 
 
-def integral_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """One integral image a frame, each its own array. Tried and dropped: one numpy block for all frames
-    (numpy asks the kernel for huge pages): 4x faster once warm, but in a fresh process on this project's
-    VMs the huge pages often cost a compaction stall (detection of 32 frames of 512 px: 0.37-0.40 s wall
-    with these arrays, 0.38-0.71 s with the block)."""
-    return [integral_image(np.ascontiguousarray(image)) for image in images]
-
-
 def area_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Start (inclusive) and end (exclusive) input index of each output index, as adaptive average pooling."""
     i = np.arange(n_out, dtype=np.int64)
@@ -340,7 +332,7 @@ class MTCNN:
             images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
         det_height, det_width = images[0].shape[:2]
         min_face = self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
-        integrals = integral_images(images)
+        integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
         ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
         return integrals, det_height, det_width, min_face, ratio
 

@@ -57,6 +57,7 @@ class Scorer:
         self._classifier = create_session(self.bundle_dir / files["classifier"]["path"], device, session_threads)
         self.provider = session_provider(self._embedder)
         self.batch_size = CPU_BATCH_SIZE if self.provider == "CPUExecutionProvider" else GPU_BATCH_SIZE
+        self._inputs = (self._embedder.get_inputs()[0].name, self._classifier.get_inputs()[0].name)
         self._check_io()
 
     def _load_members(self, device: str, threads: int | None) -> None:
@@ -131,8 +132,9 @@ class Scorer:
         return np.concatenate(out) if out else np.zeros(0)
 
     def _score_run(self, crops: np.ndarray) -> np.ndarray:
-        embeddings = self._embedder.run(None, {self._embedder.get_inputs()[0].name: self.preprocess(crops)})[0]
-        probs = self._classifier.run(None, {self._classifier.get_inputs()[0].name: embeddings.astype(np.float32)})[0]
+        emb_name, cls_name = self._inputs
+        embeddings = self._embedder.run(None, {emb_name: self.preprocess(crops)})[0]
+        probs = self._classifier.run(None, {cls_name: embeddings.astype(np.float32)})[0]
         return np.asarray(probs, dtype=np.float64).reshape(len(crops), -1)[:, -1]
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
