@@ -148,7 +148,10 @@ def parse_variant(text: str) -> DetectorSettings:
     for name, value in re.findall(r"(\w+)=(\[[^\]]*\]|[^,]+)", text):
         if name not in fields:
             raise SystemExit(f"unknown detector setting {name!r} (known: {', '.join(fields)})")
-        parsed = json.loads(value)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value  # a bare word: a string setting
         values[name] = tuple(parsed) if name == "thresholds" else type(getattr(DetectorSettings(), name))(parsed)
     return dataclasses.replace(DetectorSettings(), **values)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from dfscan import verdict
 from dfscan.errors import DfscanError
-from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline
+from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline, FaceStream
 from dfscan.faces.tracks import Detection, Track
 from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
@@ -38,12 +38,20 @@ class FrameMeta(NamedTuple):
 @dataclass
 class _Faces:
     """What a scan keeps of its frames once they are scored: no pixels, so memory does not grow with
-    the number of frames (at most one chunk of decoded frames is alive at a time)."""
+    the number of frames (at most CHUNK_FRAMES decoded frames ahead and one chunk are alive at a time)."""
     frames: list[FrameMeta] = field(default_factory=list)
     detections: list[list[Detection]] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)       # id(detection) -> fake probability
     thumbnails: dict[int, bytes] = field(default_factory=dict)   # id(detection) -> JPEG
     timings: dict[str, float] = field(default_factory=lambda: {"decode_s": 0.0, "detect_s": 0.0, "score_s": 0.0})
+    trimmed_at: int = 0   # frames scored when freed memory was last handed back
+
+    def release_memory(self) -> None:
+        """Hand freed memory back to the OS (else freed frames and tensors stay resident and memory grows
+        with the video): every CHUNK_FRAMES frames and at the end, not after every chunk, as memory handed
+        back is paid for again in page faults by the next chunk."""
+        release_free_memory()
+        self.trimmed_at = len(self.frames)
 
 
 class Scanner:
@@ -115,24 +123,27 @@ class Scanner:
 
         result = self._base_result(path, settings)
         n = None if settings.all_frames or settings.fps else settings.frames
-        faces = _Faces()
+        faces, detection = _Faces(), self.pipeline.stream()
         chunk: list[Any] = []
         t0 = time.perf_counter()
-        # Frames of the next chunk are decoded while this one is detected and scored.
+        # Frames are decoded ahead on a second thread while earlier ones are detected and scored; a chunk is
+        # detected as soon as its last frame is one the detector runs its full cascade on.
         with stream_frames(path, n=n, fps=settings.fps, max_side=settings.max_side, max_frames=MAX_FRAMES,
                            strict=settings.all_frames) as stream, read_ahead(stream, CHUNK_FRAMES) as frames:
             for frame in frames:
                 if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
-                    faces, chunk = _Faces(timings=faces.timings), []
+                    faces, detection, chunk = _Faces(timings=faces.timings), self.pipeline.stream(), []
                     continue
                 chunk.append(frame)
-                if len(chunk) == CHUNK_FRAMES:
+                if detection.chunk_ends(chunk):
                     faces.timings["decode_s"] += time.perf_counter() - t0
-                    self._process_chunk(chunk, faces, settings.keep_thumbnails)
+                    self._process_chunk(chunk, detection, faces, settings.keep_thumbnails)
                     chunk, t0 = [], time.perf_counter()
             faces.timings["decode_s"] += time.perf_counter() - t0
             if chunk:
-                self._process_chunk(chunk, faces, settings.keep_thumbnails)
+                self._process_chunk(chunk, detection, faces, settings.keep_thumbnails)
+        if len(faces.frames) > faces.trimmed_at:
+            faces.release_memory()
         info = stream.info
         result.video = info.to_dict()
         t1 = time.perf_counter()
@@ -152,11 +163,10 @@ class Scanner:
             result.reason = f"{result.reason}; {note}" if result.reason else note
         return result
 
-    def _process_chunk(self, chunk: list[Any], faces: _Faces, keep_thumbnails: bool) -> None:
+    def _process_chunk(self, chunk: list[Any], detection: FaceStream, faces: _Faces, keep_thumbnails: bool) -> None:
         """Detect, crop and score one chunk of decoded frames; keep only boxes and scores."""
         t0 = time.perf_counter()
-        first_pos = len(faces.frames)
-        per_frame = self.pipeline.detect(chunk, first_pos)
+        per_frame = detection.detect(chunk)
         t1 = time.perf_counter()
         crops, owners = [], []
         for frame, detections in zip(chunk, per_frame):
@@ -172,7 +182,8 @@ class Scanner:
         faces.detections.extend(per_frame)
         faces.timings["detect_s"] += t1 - t0
         faces.timings["score_s"] += time.perf_counter() - t1
-        release_free_memory()  # else freed frames and tensors stay resident: memory grows with the video
+        if len(faces.frames) - faces.trimmed_at >= CHUNK_FRAMES:
+            faces.release_memory()
 
     def _judge(self, result: VideoResult, frames: list[FrameMeta], tracks: list[Track],
                scores: dict[int, np.ndarray], settings: ScanSettings) -> None:

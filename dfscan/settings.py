@@ -35,10 +35,11 @@ class DetectorSettings:
     # Pyramid step. 0.709 (facenet-pytorch's) costs ~25% more for the same faces at >= 40 px: measured
     # 4.25 vs 4.19 faces/frame on a 1080p street scene, 1.20 s vs 0.93 s for 32 frames of 720p.
     factor: float = 0.6
-    # Temporal reuse: the whole PNet pyramid on every full_every-th sampled frame and the last; on the frames
-    # between, PNet runs only on the pyramid regions around the faces the neighbouring full frames found
-    # (MTCNN.detect_video), then RNet+ONet as usual. 1: every frame on its own, as MTCNN.detect_batch.
-    # Measured: same 134 faces on the 1080p crowd clip, detection 30-45% cheaper.
+    # Temporal reuse: the whole cascade on every full_every-th sampled frame and the last; the frames between
+    # skip PNet: RNet+ONet run on seeds from the neighbouring full frames' faces (MTCNN.detect_video).
+    # 1: every frame on its own, as MTCNN.detect_batch. Measured (docs/scale.md, session 7): 2 finds 133 of
+    # the 134 faces every-frame detection finds on the 1080p crowd clip, for 0.6x its detection CPU; 3 finds
+    # 125 for 0.47x.
     full_every: int = 2
 
     def build(self, device: str = "auto", threads: int | None = None) -> Any:

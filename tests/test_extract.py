@@ -263,7 +263,7 @@ class _StubDetector:
     def detect_batch(self, images):
         return [_Found([[5, 5, 25, 25], [50, 10, 90, 50], [0, 0, 4, 4]], [0.99, 0.98, 0.99]) for _ in images]
 
-    def detect_video(self, images, full_every=1):
+    def detect_video(self, images, full_every=1, before=None):
         return self.detect_batch(images)
 
 

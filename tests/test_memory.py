@@ -45,10 +45,10 @@ def test_freed_heap_that_glibc_keeps_is_returned():
     assert released == "True"
     assert int(freed_mb) - int(after_mb) > 150  # glibc kept the 200 MB freed resident until asked
 
-def test_a_scan_releases_memory_after_every_chunk(bundles, face_video, monkeypatch):
+def test_a_scan_releases_memory_every_chunk_frames_and_at_the_end(bundles, face_video, monkeypatch):
     calls = []
     monkeypatch.setattr("dfscan.scan.release_free_memory", lambda: calls.append(1) or True)
     result = Scanner(bundles["neutral"], device="cpu").scan(face_video, ScanSettings(all_frames=True))
     n_frames = len(result.frames)
     assert n_frames == 40 and result.score is not None
-    assert len(calls) == -(-n_frames // CHUNK_FRAMES)  # 2 chunks: 32 + 8 frames
+    assert len(calls) == -(-n_frames // CHUNK_FRAMES)  # after 32+ frames, and after the last of the 40

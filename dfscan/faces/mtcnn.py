@@ -11,7 +11,8 @@ arithmetic in float32, and the same resampling. facenet-pytorch resizes with tor
 The networks are ONNX exports of facenet-pytorch's weights (tools/convert_mtcnn.py, MIT license).
 `detect_batch` runs PNet on all frames at once per pyramid scale, and RNet/ONet on the candidates of all
 frames at once; NMS always stays within one frame, so batching never changes a frame's result.
-`detect_video` (the scanner's) can also reuse faces across consecutive sampled frames to skip most of PNet.
+`detect_video` (the scanner's) can also reuse faces across consecutive sampled frames: the whole cascade
+on every k-th frame, and on the frames between only RNet and ONet, seeded with the neighbouring faces.
 """
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ PNET_PIXELS_PER_RUN = 1 << 17   # bounds PNet's activation memory; splitting a b
 CROP_BATCH = 16                 # RNet/ONet crops a run; same outputs whatever the run size
 FRAMES_PER_PASS = 32            # frames detected together: bounds memory (integrals, pyramid) for long frame lists
 INT32_SUM_LIMIT = 2**31 - 1
-TRACK_REGION = 1.25              # detect_video: PNet searches +-this many face sides around a neighbour's face
-TRACK_FACE_RANGE = (0.3, 2.0)    # ... at the pyramid scales whose 12 px window is this range of its side
+# detect_video: a face of the full frame before and one of the full frame after are taken for one moving face
+# when their centres are at most this many sides apart and their sides within this ratio of each other.
+SEED_PAIR_DISTANCE = 3.0
+SEED_PAIR_SIZE_RATIO = 1.5
 
 
 @dataclass
@@ -93,19 +96,13 @@ def area_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
 
 
-def area_window_sums(integral: np.ndarray, height: int, width: int,
-                     part: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def area_window_sums(integral: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact pixel sums of each output pixel's window when the whole image is area-resized to (height, width).
 
-    Returns (sums (height, width, 3), window heights (height,), window widths (width,)). With part =
-    (row0, row1, col0, col1), only that part [row0, row1) x [col0, col1) of the resized image.
+    Returns (sums (height, width, 3), window heights (height,), window widths (width,)).
     """
     rows_start, rows_end = area_windows(integral.shape[0] - 1, height)
     cols_start, cols_end = area_windows(integral.shape[1] - 1, width)
-    if part is not None:
-        row0, row1, col0, col1 = part
-        rows_start, rows_end = rows_start[row0:row1], rows_end[row0:row1]
-        cols_start, cols_end = cols_start[col0:col1], cols_end[col0:col1]
     row_sums = integral[rows_end] - integral[rows_start]
     sums = np.take(row_sums, cols_end, axis=1) - np.take(row_sums, cols_start, axis=1)
     return sums, rows_end - rows_start, cols_end - cols_start
@@ -116,17 +113,14 @@ def area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
     return _window_means(*area_window_sums(integral, height, width))
 
 
-def pyramid_level(integrals: Sequence[np.ndarray], height: int, width: int,
-                  part: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def pyramid_level(integrals: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """PNet input (B, 3, height, width) for same-size images: area-resized and normalised, written in place.
 
-    Same values as to_network_input(area_resize(...)) stacked, without the HWC intermediates. With part =
-    (row0, row1, col0, col1): only that part of the resized images, same values.
+    Same values as to_network_input(area_resize(...)) stacked, without the HWC intermediates.
     """
-    out_height, out_width = (height, width) if part is None else (part[1] - part[0], part[3] - part[2])
-    batch = np.empty((len(integrals), 3, out_height, out_width), np.float32)
+    batch = np.empty((len(integrals), 3, height, width), np.float32)
     for plane, integral in zip(batch, integrals):
-        sums, heights, widths = area_window_sums(integral, height, width, part)
+        sums, heights, widths = area_window_sums(integral, height, width)
         np.divide(sums.transpose(2, 0, 1), heights.astype(np.float32)[:, None], out=plane, dtype=np.float32)
         np.divide(plane, widths.astype(np.float32), out=plane)
     return _normalise(batch)
@@ -298,28 +292,39 @@ class MTCNN:
                     results[position] = found
         return results  # type: ignore[return-value]
 
-    def detect_video(self, images: Sequence[np.ndarray], full_every: int = 1) -> list[FaceDetections]:
-        """Faces in consecutive sampled frames of one video, with temporal reuse of the PNet stage.
+    def detect_video(self, images: Sequence[np.ndarray], full_every: int = 1,
+                     before: FaceDetections | None = None) -> list[FaceDetections]:
+        """Faces in consecutive sampled frames of one video, with temporal reuse.
 
-        full_every=1 is `detect_batch`. With k > 1, the full cascade (PNet pyramid, RNet, ONet) runs on every
-        k-th frame and on the last frame of each pass of FRAMES_PER_PASS frames; these get exactly the
-        `detect_batch` result. On each frame in between, PNet runs only on the parts of the pyramid levels
-        around the faces (every ONet survivor, not only confident ones) of the nearest full frames before
-        and after it: +-TRACK_REGION face sides, at the scales whose 12 px window is TRACK_FACE_RANGE of the
-        face's side. The parts start on PNet's cell grid, so the windows there are the full pyramid's; RNet
-        and ONet then run as usual. A face seen in an in-between frame but in neither neighbouring full
-        frame is missed there (it is found at the next full frame if it stays). Frames of different sizes,
-        or fewer than 3, go through `detect_batch`.
+        The full cascade (PNet pyramid, RNet, ONet) runs on every full_every-th frame and on the last one;
+        these get exactly the `detect_batch` result. On each frame in between, RNet and ONet run on seeds
+        instead of PNet's proposals: the faces (every ONet survivor) of the nearest full frames before and
+        after it, and each pairing of a face before with a similar one after moved in proportion to the time
+        between them; one RNet pass first pulls every seed to where its regression points, so a face that
+        moved a third of its side is still found. A face in an in-between frame but in neither neighbouring
+        full frame is missed there (it is found at the next full frame if it stays).
+
+        before: the result of the full frame just before images[0], when a video is fed chunk by chunk; each
+        chunk but the last must then end on a full frame (`is_full`), and the faces are those of one call
+        on all frames. Frames of different sizes go through `detect_batch`.
         """
         if full_every < 1:
             raise ValueError(f"full_every must be at least 1, not {full_every}")
         for image in images:
             _check_image(image)
-        if full_every == 1 or len(images) < 3 or len({image.shape for image in images}) != 1:
+        if full_every == 1 or len({image.shape for image in images}) > 1:
             return self.detect_batch(images)
         results: list[FaceDetections] = []
-        for start in range(0, len(images), FRAMES_PER_PASS):
-            results.extend(self._detect_sequence(list(images[start:start + FRAMES_PER_PASS]), full_every))
+        start = 0
+        while start < len(images):
+            # Passes bound memory and end on a full frame, so they give the faces of one pass over everything.
+            end = len(images)
+            if end - start > FRAMES_PER_PASS:
+                end = next(stop for stop in range(start + FRAMES_PER_PASS, start, -1)
+                           if is_full(stop - 1 - start, full_every, before is not None))
+            found = self._detect_sequence(list(images[start:end]), full_every, before)
+            results.extend(found)
+            before, start = found[-1], end
         return results
 
     # ---------------------------------------------------------------------------------------- stages
@@ -343,10 +348,11 @@ class MTCNN:
         boxes, landmarks, candidates = self._output(integrals, candidates, det_width, det_height)
         return [self._frame_result(boxes, landmarks, candidates, frame, ratio) for frame in range(len(images))]
 
-    def _detect_sequence(self, images: list[np.ndarray], full_every: int) -> list[FaceDetections]:
+    def _detect_sequence(self, images: list[np.ndarray], full_every: int,
+                         before: FaceDetections | None) -> list[FaceDetections]:
         integrals, det_height, det_width, min_face, ratio = self._prepare(images)
         n = len(images)
-        full = sorted(set(range(0, n, full_every)) | {n - 1})
+        full = [i for i in range(n) if i == n - 1 or is_full(i, full_every, before is not None)]
         between = [i for i in range(n) if i not in set(full)]
         full_integrals = [integrals[i] for i in full]
         candidates = self._propose(full_integrals, det_height, det_width, min_face)
@@ -355,42 +361,24 @@ class MTCNN:
         results: list[FaceDetections | None] = [None] * n
         for slot, frame in enumerate(full):
             results[frame] = self._frame_result(boxes, landmarks, candidates, slot, ratio)
-        scales = pyramid_scales(det_height, det_width, min_face, self.factor)
-        found, found_offsets = [], []
+        if not between:
+            return results  # type: ignore[return-value]
+        # Seeds come from the full frames' results (image pixels), so a chunked video seeds as a whole one.
+        scale_back = np.concatenate([ratio, ratio])
+        previous = {frame: before for frame in range(full[0])} if before is not None else {}
+        seeds = []
         for slot, frame in enumerate(between):
-            before = max(s for s, f in enumerate(full) if f < frame)
-            sources = boxes[(candidates.frames == before) | (candidates.frames == before + 1)]
-            for x0, y0, x1, y1, side in _track_regions(sources, det_width, det_height):
-                for scale in scales:
-                    if not TRACK_FACE_RANGE[0] * side <= MIN_DETECTION_FACE / scale <= TRACK_FACE_RANGE[1] * side:
-                        continue
-                    # The part of the full pyramid level over the region, starting on a PNet cell: PNet's
-                    # output there is the full level's, so these are the full frame's windows near the face.
-                    size = (int(det_height * scale + 1), int(det_width * scale + 1))
-                    col0 = int(np.floor(x0 * scale)) // PNET_STRIDE * PNET_STRIDE
-                    row0 = int(np.floor(y0 * scale)) // PNET_STRIDE * PNET_STRIDE
-                    col1, row1 = min(size[1], int(np.ceil(x1 * scale))), min(size[0], int(np.ceil(y1 * scale)))
-                    if min(row1 - row0, col1 - col0) < PNET_CELL:
-                        continue
-                    level = pyramid_level([integrals[frame]], *size, part=(row0, row1, col0, col1))
-                    regression, probs = self._run_pnet(level)
-                    windows, offsets = self._pnet_windows(regression, probs, scale,
-                                                          (col0 // PNET_STRIDE, row0 // PNET_STRIDE))
-                    keep = nms(windows.boxes, windows.scores, PNET_SCALE_IOU)
-                    found.append(_Candidates(windows.boxes[keep], windows.scores[keep],
-                                             np.full(len(keep), slot, np.int64)))
-                    found_offsets.append(offsets[keep])
+            after = min(f for f in full if f > frame)
+            earlier = [f for f in full if f < frame]
+            prior, prior_frame = (results[earlier[-1]], earlier[-1]) if earlier else (previous[frame], -1)
+            share = np.float32((frame - prior_frame) / (after - prior_frame))
+            before_boxes, after_boxes = prior.boxes / scale_back, results[after].boxes / scale_back
+            boxes_here = np.concatenate([before_boxes, after_boxes, _in_between(before_boxes, after_boxes, share)])
+            seeds.append(_Candidates(square(boxes_here.astype(np.float32)), np.ones(len(boxes_here), np.float32),
+                                     np.full(len(boxes_here), slot, np.int64)))
         between_integrals = [integrals[i] for i in between]
-        if found:
-            windows, offsets = _Candidates.concatenate(found), np.concatenate(found_offsets)
-            keep = nms_per_frame(windows, PNET_IOU)
-            windows, offsets = windows.take(keep), offsets[keep]
-            widths = windows.boxes[:, 2:4] - windows.boxes[:, 0:2]
-            proposed = _Candidates(square(windows.boxes + offsets * np.concatenate([widths, widths], axis=1)),
-                                   windows.scores, windows.frames)
-        else:
-            proposed = _empty_candidates()
-        seeded = self._refine(between_integrals, proposed, det_width, det_height)
+        seeded = self._pull(between_integrals, _Candidates.concatenate(seeds), det_width, det_height)
+        seeded = self._refine(between_integrals, seeded, det_width, det_height)
         boxes, landmarks, seeded = self._output(between_integrals, seeded, det_width, det_height)
         for slot, frame in enumerate(between):
             results[frame] = self._frame_result(boxes, landmarks, seeded, slot, ratio)
@@ -428,19 +416,25 @@ class MTCNN:
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
-                      scale: float, first_cell: tuple[int, int] = (0, 0)) -> tuple[_Candidates, np.ndarray]:
-        """Cells whose face probability reaches the PNet threshold, as boxes in detection-image pixels.
-
-        first_cell: (x, y) of the level's cell that PNet's output (0, 0) is, when it ran on part of the level.
-        """
+                      scale: float) -> tuple[_Candidates, np.ndarray]:
+        """Cells whose face probability reaches the PNet threshold, as boxes in detection-image pixels."""
         frames, ys, xs = np.nonzero(probs[:, 1] >= self.thresholds[0])
-        cells = np.stack([xs + first_cell[0], ys + first_cell[1]], axis=1).astype(np.float32)
+        cells = np.stack([xs, ys], axis=1).astype(np.float32)
         scale32 = np.float32(scale)
         top_left = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(1)) / scale32)
         bottom_right = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(PNET_CELL)) / scale32)
         boxes = np.concatenate([top_left, bottom_right], axis=1)
         offsets = regression.transpose(0, 2, 3, 1)[frames, ys, xs]
         return _Candidates(boxes, probs[frames, 1, ys, xs], frames.astype(np.int64)), offsets
+
+    def _pull(self, integrals: Sequence[np.ndarray], seeds: _Candidates, width: int, height: int) -> _Candidates:
+        """The seeds, and each moved (and squared) where RNet's regression points, whatever its score."""
+        seeds, crops = self._crops(integrals, seeds, width, height, RNET_SIZE)
+        if not len(seeds):
+            return seeds
+        regression, _ = _run_in_chunks(self.rnet, crops, self.workers)
+        return _Candidates.concatenate([seeds, _Candidates(square(regress(seeds.boxes, regression)), seeds.scores,
+                                                           seeds.frames)])
 
     def _refine(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> _Candidates:
@@ -499,17 +493,25 @@ class MTCNN:
         )
 
 
-def _track_regions(boxes: np.ndarray, width: int, height: int) -> list[tuple[int, int, int, int, float]]:
-    """Integer regions [x0, x1] x [y0, y1] around faces found in a neighbouring frame, and each face's side."""
-    regions = []
-    for box in np.asarray(boxes, np.float64):
-        side = max(box[2] - box[0], box[3] - box[1], 1.0)
-        cx, cy, reach = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side * TRACK_REGION
-        x0, y0 = max(0, int(np.floor(cx - reach))), max(0, int(np.floor(cy - reach)))
-        x1, y1 = min(width, int(np.ceil(cx + reach))), min(height, int(np.ceil(cy + reach)))
-        if x1 > x0 and y1 > y0:
-            regions.append((x0, y0, x1, y1, float(side)))
-    return regions
+def is_full(position: int, full_every: int, after_full: bool = False) -> bool:
+    """Whether detect_video runs the full cascade on the frame at this position of a chunk (besides the
+    chunk's last frame); after_full: the chunk follows a full frame (positions count from it, not 0)."""
+    return (position + after_full) % full_every == 0
+
+
+def _in_between(before: np.ndarray, after: np.ndarray, share: np.float32) -> np.ndarray:
+    """Each face before moved `share` of the way to each similar face after (a face may pair with several:
+    a wrong pair only adds a seed that RNet rejects)."""
+    if not len(before) or not len(after):
+        return np.zeros((0, 4), np.float32)
+    centre_before, centre_after = (before[:, :2] + before[:, 2:]) / 2, (after[:, :2] + after[:, 2:]) / 2
+    side_before = np.maximum(before[:, 2] - before[:, 0], before[:, 3] - before[:, 1])
+    side_after = np.maximum(after[:, 2] - after[:, 0], after[:, 3] - after[:, 1])
+    distance = np.linalg.norm(centre_after[None] - centre_before[:, None], axis=2) / side_before[:, None]
+    size_ratio = side_after[None] / side_before[:, None]
+    pairs = np.nonzero((distance <= SEED_PAIR_DISTANCE) & (size_ratio <= SEED_PAIR_SIZE_RATIO)
+                       & (size_ratio >= 1 / SEED_PAIR_SIZE_RATIO))
+    return (before[pairs[0]] + share * (after[pairs[1]] - before[pairs[0]])).astype(np.float32)
 
 
 def _landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:

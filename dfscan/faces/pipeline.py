@@ -6,9 +6,10 @@ on and the crops it is shown when scanning come from the same code with the same
     for track in pipeline.faces(frames):          # frames: SampledFrame list from dfscan.video
         for face in track.faces: face.crop        # RGB uint8, crop_size x crop_size
 
-Long frame lists are processed chunk by chunk (`process(chunk, first_pos)` then `track(...)`), which gives
-the same detections as one call when chunks are whole multiples of the detector's pass
-(`CHUNK_FRAMES`), because the detector never looks across a pass boundary.
+A video's frames can be fed as they are decoded, chunk by chunk, through a `FaceStream` (the scanner's way:
+detection of one chunk overlaps decoding of the next); a stream gives the detections of one `detect` call on
+all the frames when each chunk but the last ends where `FaceStream.chunk_ends` says (on a frame that gets
+the detector's full cascade: the frames between are seeded from their neighbours).
 """
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ from dfscan.faces.crop import crop_face
 from dfscan.faces.tracks import Detection, Track, link_tracks
 from dfscan.settings import DetectorSettings
 
-CHUNK_FRAMES = 32  # = mtcnn.FRAMES_PER_PASS: chunks of this size detect exactly as the whole list does
+CHUNK_FRAMES = 32  # frames decoded ahead of detection, at most
+# The scanner detects a chunk once it holds this many frames (and ends on a full frame). Measured on 2 cores
+# (bench/scan_speed.py, 32 frames): chunks of >= 8 overlap decoding enough to take a 512 px talking head from
+# 0.63 to 0.53 s with the crowd unchanged; chunks of 1-3 frames cost ~0.2 CPU s more on the crowd (small runs,
+# a thread hand-off each) and were slower on both.
+MIN_CHUNK_FRAMES = 8
 
 
 @dataclass
@@ -49,8 +55,19 @@ class FacePipeline:
     def detect(self, frames: Sequence[Any], first_pos: int = 0) -> list[list[Detection]]:
         """Faces per frame, boxes in original-frame pixels, largest first, filtered by confidence, size
         and the per-frame limit. `first_pos`: position of frames[0] among all sampled frames."""
+        return self._kept(frames, self._found(frames, None), first_pos)
+
+    def stream(self) -> FaceStream:
+        """Detection for one video's frames fed chunk by chunk, in order."""
+        return FaceStream(self)
+
+    def _found(self, frames: Sequence[Any], before: Any) -> list[Any]:
+        if not frames:
+            return []
+        return self.detector.detect_video([f.image for f in frames], self.settings.full_every, before=before)
+
+    def _kept(self, frames: Sequence[Any], found_per_frame: list[Any], first_pos: int) -> list[list[Detection]]:
         settings = self.settings
-        found_per_frame = self.detector.detect_video([f.image for f in frames], settings.full_every) if frames else []
         per_frame: list[list[Detection]] = []
         for offset, (frame, found) in enumerate(zip(frames, found_per_frame)):
             boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4) * frame.scale
@@ -75,10 +92,35 @@ class FacePipeline:
         return link_tracks(detections_per_frame)
 
     def faces(self, frames: Sequence[Any]) -> list[FaceTrack]:
-        """Every kept face of `frames`, grouped into tracks, processed chunk by chunk."""
-        per_frame: list[list[Face]] = []
-        for start in range(0, len(frames), CHUNK_FRAMES):
-            per_frame.extend(self.process(frames[start:start + CHUNK_FRAMES], start))
+        """Every kept face of `frames`, grouped into tracks."""
+        per_frame = self.process(frames)
         crops = {id(face.detection): face for faces in per_frame for face in faces}
         tracks = self.track([[face.detection for face in faces] for faces in per_frame])
         return [FaceTrack(t.track_id, [crops[id(d)] for d in t.detections]) for t in tracks]
+
+
+class FaceStream:
+    """One video's detection, fed its sampled frames in order, chunk by chunk. Each chunk is detected with
+    the last result of the one before (the frames between full frames are seeded from both neighbours), so
+    chunks that end where `chunk_ends` says give the faces of one `FacePipeline.detect` call on all frames."""
+
+    def __init__(self, pipeline: FacePipeline):
+        self.pipeline = pipeline
+        self.next_pos = 0           # position of the next frame among the video's sampled frames
+        self._last: Any = None      # the detector's result for the last frame of the previous chunk
+
+    def chunk_ends(self, chunk: Sequence[Any]) -> bool:
+        """Whether to detect the chunk now: it holds MIN_CHUNK_FRAMES and its last frame gets the full cascade."""
+        from dfscan.faces.mtcnn import is_full  # noqa: PLC0415
+
+        return len(chunk) >= MIN_CHUNK_FRAMES and is_full(len(chunk) - 1, self.pipeline.settings.full_every,
+                                                          self._last is not None)
+
+    def detect(self, chunk: Sequence[Any]) -> list[list[Detection]]:
+        """The kept faces of each frame of the chunk, positions counted from the video's first frame."""
+        found = self.pipeline._found(chunk, self._last)
+        per_frame = self.pipeline._kept(chunk, found, self.next_pos)
+        if found:
+            self._last = found[-1]
+        self.next_pos += len(chunk)
+        return per_frame
