@@ -365,12 +365,12 @@ class MTCNN:
             return results  # type: ignore[return-value]
         # Seeds come from the full frames' results (image pixels), so a chunked video seeds as a whole one.
         scale_back = np.concatenate([ratio, ratio])
-        previous = {frame: before for frame in range(full[0])} if before is not None else {}
         seeds = []
         for slot, frame in enumerate(between):
             after = min(f for f in full if f > frame)
             earlier = [f for f in full if f < frame]
-            prior, prior_frame = (results[earlier[-1]], earlier[-1]) if earlier else (previous[frame], -1)
+            # No full frame before this one in the chunk: then the chunk follows one (frame 0 is full otherwise).
+            prior, prior_frame = (results[earlier[-1]], earlier[-1]) if earlier else (before, -1)
             share = np.float32((frame - prior_frame) / (after - prior_frame))
             before_boxes, after_boxes = prior.boxes / scale_back, results[after].boxes / scale_back
             boxes_here = np.concatenate([before_boxes, after_boxes, _in_between(before_boxes, after_boxes, share)])

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dfscan.faces.crop import crop_face
+from dfscan.faces.mtcnn import is_full
 from dfscan.faces.tracks import Detection, Track, link_tracks
 from dfscan.settings import DetectorSettings
 
@@ -55,18 +56,20 @@ class FacePipeline:
     def detect(self, frames: Sequence[Any], first_pos: int = 0) -> list[list[Detection]]:
         """Faces per frame, boxes in original-frame pixels, largest first, filtered by confidence, size
         and the per-frame limit. `first_pos`: position of frames[0] among all sampled frames."""
-        return self._kept(frames, self._found(frames, None), first_pos)
+        return self.kept(frames, self.find(frames, None), first_pos)
 
     def stream(self) -> FaceStream:
         """Detection for one video's frames fed chunk by chunk, in order."""
         return FaceStream(self)
 
-    def _found(self, frames: Sequence[Any], before: Any) -> list[Any]:
+    def find(self, frames: Sequence[Any], before: Any = None) -> list[Any]:
+        """The detector's raw result per frame (`before`: its result for the frame before frames[0])."""
         if not frames:
             return []
         return self.detector.detect_video([f.image for f in frames], self.settings.full_every, before=before)
 
-    def _kept(self, frames: Sequence[Any], found_per_frame: list[Any], first_pos: int) -> list[list[Detection]]:
+    def kept(self, frames: Sequence[Any], found_per_frame: list[Any], first_pos: int) -> list[list[Detection]]:
+        """The detections the settings keep (confidence, size, the largest max_faces_per_frame), in frame pixels."""
         settings = self.settings
         per_frame: list[list[Detection]] = []
         for offset, (frame, found) in enumerate(zip(frames, found_per_frame)):
@@ -111,15 +114,13 @@ class FaceStream:
 
     def chunk_ends(self, chunk: Sequence[Any]) -> bool:
         """Whether to detect the chunk now: it holds MIN_CHUNK_FRAMES and its last frame gets the full cascade."""
-        from dfscan.faces.mtcnn import is_full  # noqa: PLC0415
-
         return len(chunk) >= MIN_CHUNK_FRAMES and is_full(len(chunk) - 1, self.pipeline.settings.full_every,
                                                           self._last is not None)
 
     def detect(self, chunk: Sequence[Any]) -> list[list[Detection]]:
         """The kept faces of each frame of the chunk, positions counted from the video's first frame."""
-        found = self.pipeline._found(chunk, self._last)
-        per_frame = self.pipeline._kept(chunk, found, self.next_pos)
+        found = self.pipeline.find(chunk, self._last)
+        per_frame = self.pipeline.kept(chunk, found, self.next_pos)
         if found:
             self._last = found[-1]
         self.next_pos += len(chunk)
