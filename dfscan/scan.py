@@ -18,7 +18,7 @@ import numpy as np
 
 from dfscan import verdict
 from dfscan.errors import DfscanError
-from dfscan.faces.pipeline import CHUNK_FRAMES, FacePipeline, FaceStream
+from dfscan.faces.pipeline import CHUNK_FRAMES, MIN_CHUNK_FRAMES, FacePipeline, FaceStream
 from dfscan.faces.tracks import Detection, Track
 from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
@@ -123,7 +123,7 @@ class Scanner:
 
         result = self._base_result(path, settings)
         n = None if settings.all_frames or settings.fps else settings.frames
-        faces, detection = _Faces(), self.pipeline.stream()
+        faces, detection = _Faces(), self._face_stream()
         chunk: list[Any] = []
         t0 = time.perf_counter()
         # Frames are decoded ahead on a second thread while earlier ones are detected and scored; a chunk is
@@ -132,7 +132,7 @@ class Scanner:
                            strict=settings.all_frames) as stream, read_ahead(stream, CHUNK_FRAMES) as frames:
             for frame in frames:
                 if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
-                    faces, detection, chunk = _Faces(timings=faces.timings), self.pipeline.stream(), []
+                    faces, detection, chunk = _Faces(timings=faces.timings), self._face_stream(), []
                     continue
                 chunk.append(frame)
                 if detection.chunk_ends(chunk):
@@ -162,6 +162,10 @@ class Scanner:
                     f"{info.declared_duration_s or 0:.2f} s declared")
             result.reason = f"{result.reason}; {note}" if result.reason else note
         return result
+
+    def _face_stream(self) -> FaceStream:
+        on_cpu = self.scorer.provider == "CPUExecutionProvider"
+        return self.pipeline.stream(MIN_CHUNK_FRAMES if on_cpu else CHUNK_FRAMES)
 
     def _process_chunk(self, chunk: list[Any], detection: FaceStream, faces: _Faces, keep_thumbnails: bool) -> None:
         """Detect, crop and score one chunk of decoded frames; keep only boxes and scores."""

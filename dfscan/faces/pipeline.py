@@ -24,10 +24,11 @@ from dfscan.faces.tracks import Detection, Track, link_tracks
 from dfscan.settings import DetectorSettings
 
 CHUNK_FRAMES = 32  # frames decoded ahead of detection, at most
-# The scanner detects a chunk once it holds this many frames (and ends on a full frame). Measured on 2 cores
-# (bench/scan_speed.py, 32 frames): chunks of >= 8 overlap decoding enough to take a 512 px talking head from
-# 0.63 to 0.53 s with the crowd unchanged; chunks of 1-3 frames cost ~0.2 CPU s more on the crowd (small runs,
-# a thread hand-off each) and were slower on both.
+# On CPU the scanner detects a chunk once it holds this many frames (and ends on a full frame). Measured on 2
+# cores (bench/scan_speed.py, 32 frames): chunks of >= 8 overlap decoding enough to take a 512 px talking head
+# from 0.63 to 0.53 s with the crowd unchanged; chunks of 1-3 frames cost ~0.2 CPU s more on the crowd (small
+# runs, a thread hand-off each) and were slower on both. On CUDA, CHUNK_FRAMES: the embedder's runs of 64 faces
+# and PNet's frame batches want large chunks (not measured on a GPU yet: bench/gpu_check.sh).
 MIN_CHUNK_FRAMES = 8
 
 
@@ -58,9 +59,9 @@ class FacePipeline:
         and the per-frame limit. `first_pos`: position of frames[0] among all sampled frames."""
         return self.kept(frames, self.find(frames, None), first_pos)
 
-    def stream(self) -> FaceStream:
-        """Detection for one video's frames fed chunk by chunk, in order."""
-        return FaceStream(self)
+    def stream(self, min_frames: int = MIN_CHUNK_FRAMES) -> FaceStream:
+        """Detection for one video's frames fed chunk by chunk, in order (chunks of at least min_frames)."""
+        return FaceStream(self, min_frames)
 
     def find(self, frames: Sequence[Any], before: Any = None) -> list[Any]:
         """The detector's raw result per frame (`before`: its result for the frame before frames[0])."""
@@ -107,14 +108,14 @@ class FaceStream:
     the last result of the one before (the frames between full frames are seeded from both neighbours), so
     chunks that end where `chunk_ends` says give the faces of one `FacePipeline.detect` call on all frames."""
 
-    def __init__(self, pipeline: FacePipeline):
-        self.pipeline = pipeline
+    def __init__(self, pipeline: FacePipeline, min_frames: int = MIN_CHUNK_FRAMES):
+        self.pipeline, self.min_frames = pipeline, min_frames
         self.next_pos = 0           # position of the next frame among the video's sampled frames
         self._last: Any = None      # the detector's result for the last frame of the previous chunk
 
     def chunk_ends(self, chunk: Sequence[Any]) -> bool:
-        """Whether to detect the chunk now: it holds MIN_CHUNK_FRAMES and its last frame gets the full cascade."""
-        return len(chunk) >= MIN_CHUNK_FRAMES and is_full(len(chunk) - 1, self.pipeline.settings.full_every,
+        """Whether to detect the chunk now: it holds min_frames and its last frame gets the full cascade."""
+        return len(chunk) >= self.min_frames and is_full(len(chunk) - 1, self.pipeline.settings.full_every,
                                                           self._last is not None)
 
     def detect(self, chunk: Sequence[Any]) -> list[list[Detection]]:
