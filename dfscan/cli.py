@@ -11,7 +11,6 @@ from typing import Callable, List, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from dfscan import __version__
@@ -246,6 +245,9 @@ def scan(
         counts[result.label] += 1
         if not quiet:
             progress.console.print(result_line(result), highlight=False, soft_wrap=True)
+
+    from rich.progress import (  # noqa: PLC0415 - only batches draw a bar; `check` starts without it
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
     started = time.perf_counter()
     progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
