@@ -44,7 +44,7 @@ class DetectorSettings:
 
     def build(self, device: str = "auto", threads: int | None = None) -> Any:
         """The MTCNN these settings describe (the scanner and training-set extraction both use this)."""
-        from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415 - keeps `import dfscan.scan` light
+        from dfscan.faces.mtcnn import MTCNN  # noqa: PLC0415 - keeps `import dfscan.settings` light
 
         # Below MTCNN's 12 px window nothing more is found; the pyramid would only grow (min_face 1: 12x).
         return MTCNN(device=device, min_face_size=max(self.min_face_size, MIN_DETECTION_FACE),

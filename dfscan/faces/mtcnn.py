@@ -300,8 +300,8 @@ class MTCNN:
         these get exactly the `detect_batch` result. On each frame in between, RNet and ONet run on seeds
         instead of PNet's proposals: the faces (every ONet survivor) of the nearest full frames before and
         after it, and each pairing of a face before with a similar one after moved in proportion to the time
-        between them; one RNet pass first pulls every seed to where its regression points, so a face that
-        moved a third of its side is still found. A face in an in-between frame but in neither neighbouring
+        between them; each seed also goes in where RNet's regression points from it, so a face that moved
+        a third of its side is still found. A face in an in-between frame but in neither neighbouring
         full frame is missed there (it is found at the next full frame if it stays).
 
         before: the result of the full frame just before images[0], when a video is fed chunk by chunk; each
@@ -377,8 +377,7 @@ class MTCNN:
             seeds.append(_Candidates(square(boxes_here.astype(np.float32)), np.ones(len(boxes_here), np.float32),
                                      np.full(len(boxes_here), slot, np.int64)))
         between_integrals = [integrals[i] for i in between]
-        seeded = self._pull(between_integrals, _Candidates.concatenate(seeds), det_width, det_height)
-        seeded = self._refine(between_integrals, seeded, det_width, det_height)
+        seeded = self._refine_seeds(between_integrals, _Candidates.concatenate(seeds), det_width, det_height)
         boxes, landmarks, seeded = self._output(between_integrals, seeded, det_width, det_height)
         for slot, frame in enumerate(between):
             results[frame] = self._frame_result(boxes, landmarks, seeded, slot, ratio)
@@ -411,9 +410,8 @@ class MTCNN:
 
     def _run_pnet(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_run = max(1, PNET_PIXELS_PER_RUN // (batch.shape[2] * batch.shape[3]))
-        outputs = map_runs(lambda run: self.pnet.run(None, {"input": run}),
-                           [batch[i:i + per_run] for i in range(0, len(batch), per_run)], self.workers)
-        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+        regression, probs = _run_in_chunks(self.pnet, batch, self.workers, per_run)
+        return regression, probs
 
     def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
                       scale: float) -> tuple[_Candidates, np.ndarray]:
@@ -427,22 +425,32 @@ class MTCNN:
         offsets = regression.transpose(0, 2, 3, 1)[frames, ys, xs]
         return _Candidates(boxes, probs[frames, 1, ys, xs], frames.astype(np.int64)), offsets
 
-    def _pull(self, integrals: Sequence[np.ndarray], seeds: _Candidates, width: int, height: int) -> _Candidates:
-        """The seeds, and each moved (and squared) where RNet's regression points, whatever its score."""
-        seeds, crops = self._crops(integrals, seeds, width, height, RNET_SIZE)
-        if not len(seeds):
-            return seeds
-        regression, _ = _run_in_chunks(self.rnet, crops, self.workers)
-        return _Candidates.concatenate([seeds, _Candidates(square(regress(seeds.boxes, regression)), seeds.scores,
-                                                           seeds.frames)])
-
     def _refine(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> _Candidates:
         """RNet on 24x24 crops: rescored, NMS, regressed, squared."""
+        return self._rnet_select(*self._rnet(integrals, candidates, width, height))
+
+    def _refine_seeds(self, integrals: Sequence[np.ndarray], seeds: _Candidates, width: int,
+                      height: int) -> _Candidates:
+        """`_refine` of the seeds together with each seed moved (and squared) where RNet's regression points,
+        whatever its score: a seed a third of a face off is pulled onto the face. The seeds' RNet outputs are
+        used for both steps."""
+        seeds, regression, probs = self._rnet(integrals, seeds, width, height)
+        moved = _Candidates(square(regress(seeds.boxes, regression)), seeds.scores, seeds.frames)
+        moved, moved_regression, moved_probs = self._rnet(integrals, moved, width, height)
+        return self._rnet_select(_Candidates.concatenate([seeds, moved]), np.concatenate([regression, moved_regression]),
+                                 np.concatenate([probs, moved_probs]))
+
+    def _rnet(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
+              height: int) -> tuple[_Candidates, np.ndarray, np.ndarray]:
+        """The candidates with a usable crop, and RNet's box regression and probabilities for each."""
         candidates, crops = self._crops(integrals, candidates, width, height, RNET_SIZE)
         if not len(candidates):
-            return candidates
+            return candidates, np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32)
         regression, probs = _run_in_chunks(self.rnet, crops, self.workers)
+        return candidates, regression, probs
+
+    def _rnet_select(self, candidates: _Candidates, regression: np.ndarray, probs: np.ndarray) -> _Candidates:
         passed = probs[:, 1] > self.thresholds[1]
         candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
         keep = nms_per_frame(candidates, RNET_IOU)
@@ -524,9 +532,10 @@ def _landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.stack([xs, ys], axis=2)
 
 
-def _run_in_chunks(session: Any, batch: np.ndarray, workers: int = 1) -> list[np.ndarray]:
+def _run_in_chunks(session: Any, batch: np.ndarray, workers: int = 1, per_run: int = CROP_BATCH) -> list[np.ndarray]:
+    """The session's outputs for the batch, run per_run items at a time over `workers` threads, in order."""
     outputs = map_runs(lambda run: session.run(None, {"input": run}),
-                       [batch[i:i + CROP_BATCH] for i in range(0, len(batch), CROP_BATCH)], workers)
+                       [batch[i:i + per_run] for i in range(0, len(batch), per_run)], workers)
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
 

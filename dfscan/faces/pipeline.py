@@ -57,7 +57,7 @@ class FacePipeline:
     def detect(self, frames: Sequence[Any], first_pos: int = 0) -> list[list[Detection]]:
         """Faces per frame, boxes in original-frame pixels, largest first, filtered by confidence, size
         and the per-frame limit. `first_pos`: position of frames[0] among all sampled frames."""
-        return self.kept(frames, self.find(frames, None), first_pos)
+        return self.kept(frames, self.find(frames), first_pos)
 
     def stream(self, min_frames: int = MIN_CHUNK_FRAMES) -> FaceStream:
         """Detection for one video's frames fed chunk by chunk, in order (chunks of at least min_frames)."""
