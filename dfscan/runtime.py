@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from dfscan.errors import ModelError, RuntimeMissingError
+from dfscan.errors import ModelError, RuntimeMissingError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_PARALLEL_RUNS = 16  # each run in flight holds its own activations (~10-20 MB for the 224 px embedder)
@@ -109,7 +109,7 @@ def _tiny_identity_model() -> bytes:
 
 def providers_for(device: str) -> list[str]:
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     ort = import_ort()
     if device == "cpu":
         return ["CPUExecutionProvider"]

@@ -78,7 +78,7 @@ class Scanner:
         try:
             result = self._scan(Path(path), settings)
         except DfscanError as exc:
-            result = self.failed(path, exc.code, exc.message, settings)
+            result = self.failed(path, exc.code, _without_path(exc.message, path), settings)
         except MemoryError:
             result = self.failed(path, "too_large", "out of memory while decoding", settings)
         except Exception as exc:  # noqa: BLE001 - one bad file must never end a batch
@@ -233,6 +233,14 @@ class Scanner:
         flagged = [(f["timestamp"], f["score"]) for f in result.frames if f["score"] is not None]
         result.segments = verdict.suspicious_segments([t for t, _ in flagged], [s for _, s in flagged],
                                                       result.threshold)
+
+
+def _without_path(message: str, path: str | Path) -> str:
+    """The error's reason for a row, which names its file in a column of its own."""
+    for prefix in (f"{path}: ", f"{Path(path).name}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
 
 
 def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:

@@ -46,6 +46,8 @@ def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     assert invoke("check", face_video, "--model", bundles["neutral"], "--frames", "zero").exit_code == 2
     assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "nonsense").exit_code == 2
     assert invoke("check").exit_code == 2
+    unknown_device = invoke("check", face_video, "--model", bundles["neutral"], "--device", "tpu")
+    assert unknown_device.exit_code == 2 and "--device must be one of" in unknown_device.output
     broken = tmp_path / "broken"
     shutil.copytree(bundles["neutral"], broken)
     (broken / "embedder.onnx").write_bytes(b"garbage")

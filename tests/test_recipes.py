@@ -250,3 +250,15 @@ def test_registry_lists_every_recipe_with_its_own_options():
     assert [o.flag for o in specs["triplet"].options][:2] == ["--mode", "--classifier"]
     assert specs["bce"].defaults["augment"] == ("flip", "bc", "hsv", "jpeg")
     assert RecipeConfig(recipe="bce", dataset="a, b").datasets == ["a", "b"]
+
+
+def test_train_refuses_an_unknown_device_before_writing_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "bce", "--dataset", f"faces:{tmp_path}", "--device", "tpu",
+                                      "--out", str(out)])
+    assert result.exit_code == 2 and "--device must be" in result.output
+    assert not out.exists()

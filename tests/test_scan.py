@@ -147,6 +147,7 @@ def test_bad_inputs_become_error_results(tmp_path, bundles, case):
     result = dfscan.scan_video(path, model=bundles["neutral"])
     assert result.label == "ERROR" and result.score is None
     assert result.error_code and result.reason and "\n" not in result.reason
+    assert path.name not in result.reason  # the row names its file once, in its path column
     assert json.loads(result.to_json())["label"] == "ERROR"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -119,6 +120,8 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     _need_torch()
     from dfscan.train.data import parse_pseudo_fakes  # noqa: PLC0415
     from dfscan.train.recipes import RecipeConfig, get_spec, run_recipe  # noqa: PLC0415
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", values["device"]):
+        raise _fail(f"--device must be auto, cpu, cuda or cuda:N, not {values['device']!r}")
     try:
         parse_pseudo_fakes(values.get("pseudo_fakes"))
     except ValueError as exc:
