@@ -125,3 +125,15 @@ def test_cuda_asked_for_without_it_is_a_clear_setup_error(face_video, bundles):
     assert result.exit_code == 4 and "onnxruntime-gpu" in result.output
     auto = json.loads(invoke("check", face_video, "--model", bundles["neutral"], "--json").stdout)
     assert auto["provider"] == "CPUExecutionProvider"
+
+
+def test_the_command_line_keeps_numpy_blas_to_one_thread():
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl comes with scikit-learn (the [train] extra)")
+    code = ("import dfscan.cli, threadpoolctl; "
+            "print([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openblas'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    pools = json.loads(done.stdout)
+    if not pools:
+        pytest.skip("this numpy is not built on OpenBLAS")
+    assert pools == [1]

@@ -203,7 +203,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bo
 def nms_per_frame(candidates: _Candidates, threshold: float, min_overlap: bool = False) -> np.ndarray:
     """NMS within each frame; kept indices, frames in order, descending score within a frame."""
     kept = []
-    for frame in np.unique(candidates.frames):
+    for frame in sorted(set(candidates.frames.tolist())):
         members = np.flatnonzero(candidates.frames == frame)
         kept.append(members[nms(candidates.boxes[members], candidates.scores[members], threshold, min_overlap)])
     return np.concatenate(kept) if kept else np.zeros(0, np.int64)
@@ -482,7 +482,7 @@ class MTCNN:
         regions, usable = crop_regions(candidates.boxes, width, height)
         candidates, regions = candidates.take(usable), regions[usable]
         crops = np.zeros((len(candidates), size, size, 3), np.float32)
-        for frame in np.unique(candidates.frames):
+        for frame in sorted(set(candidates.frames.tolist())):
             members = candidates.frames == frame
             crops[members] = area_crops(integrals[frame], regions[members], size)
         return candidates, to_network_input(crops)
