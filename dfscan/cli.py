@@ -20,8 +20,11 @@ from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, Dfs
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and they cost a `dfscan check` of a talking
 # head ~0.25 CPU s (13%) on 2 cores for nothing: dfscan's numpy work is on small arrays, and the networks run in
-# onnxruntime or torch, with threads of their own. Nothing above imports numpy; a user's own setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# onnxruntime with threads of its own. Not for the commands that run torch, whose builds for ARM do their matrix
+# products in an OpenBLAS that reads the same variable. Nothing above imports numpy; a user's own setting wins.
+TORCH_COMMANDS = ("train", "export", "soup")
+if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None) not in TORCH_COMMANDS:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _passthrough() -> tuple[type[BaseException], ...]:

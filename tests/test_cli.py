@@ -127,13 +127,20 @@ def test_cuda_asked_for_without_it_is_a_clear_setup_error(face_video, bundles):
     assert auto["provider"] == "CPUExecutionProvider"
 
 
-def test_the_command_line_keeps_numpy_blas_to_one_thread():
+def test_the_command_line_keeps_numpy_blas_to_one_thread_except_for_torch_commands():
     pytest.importorskip("threadpoolctl", reason="threadpoolctl comes with scikit-learn (the [train] extra)")
-    code = ("import dfscan.cli, threadpoolctl; "
-            "print([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openblas'])")
+    code = ("import sys; sys.argv = ['dfscan'] + sys.argv[1:]; import dfscan.cli, os, threadpoolctl; "
+            "print([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openblas'],"
+            " os.environ.get('OPENBLAS_NUM_THREADS'))")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    pools = json.loads(done.stdout)
+
+    def blas_under(*argv):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, check=True)
+        pools, setting = done.stdout.rsplit(" ", 1)
+        return json.loads(pools), setting.strip()
+
+    pools, setting = blas_under("check", "clip.mp4")
     if not pools:
         pytest.skip("this numpy is not built on OpenBLAS")
-    assert pools == [1]
+    assert pools == [1] and setting == "1"
+    assert blas_under("--debug", "train", "bce")[1] == "None"  # torch's own OpenBLAS (ARM builds) keeps its threads
