@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -119,9 +118,9 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     """Every recipe command ends here with its own options, mapped onto RecipeConfig."""
     _need_torch()
     from dfscan.train.data import parse_pseudo_fakes  # noqa: PLC0415
+    from dfscan.train.loop import check_device  # noqa: PLC0415
     from dfscan.train.recipes import RecipeConfig, get_spec, run_recipe  # noqa: PLC0415
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", values["device"]):
-        raise _fail(f"--device must be auto, cpu, cuda or cuda:N, not {values['device']!r}")
+    check_device(values["device"])  # before the run writes anything
     try:
         parse_pseudo_fakes(values.get("pseudo_fakes"))
     except ValueError as exc:

@@ -73,6 +73,10 @@ class _Candidates:
     def take(self, keep: np.ndarray) -> _Candidates:
         return _Candidates(self.boxes[keep], self.scores[keep], self.frames[keep])
 
+    def frame_ids(self) -> list[int]:
+        """The frames that have candidates, in order (not np.unique: its first call imports numpy.ma, 12 ms)."""
+        return sorted(set(self.frames.tolist()))
+
     @staticmethod
     def concatenate(parts: Sequence[_Candidates]) -> _Candidates:
         return _Candidates(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
@@ -203,7 +207,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bo
 def nms_per_frame(candidates: _Candidates, threshold: float, min_overlap: bool = False) -> np.ndarray:
     """NMS within each frame; kept indices, frames in order, descending score within a frame."""
     kept = []
-    for frame in sorted(set(candidates.frames.tolist())):
+    for frame in candidates.frame_ids():
         members = np.flatnonzero(candidates.frames == frame)
         kept.append(members[nms(candidates.boxes[members], candidates.scores[members], threshold, min_overlap)])
     return np.concatenate(kept) if kept else np.zeros(0, np.int64)
@@ -482,7 +486,7 @@ class MTCNN:
         regions, usable = crop_regions(candidates.boxes, width, height)
         candidates, regions = candidates.take(usable), regions[usable]
         crops = np.zeros((len(candidates), size, size, 3), np.float32)
-        for frame in sorted(set(candidates.frames.tolist())):
+        for frame in candidates.frame_ids():
             members = candidates.frames == frame
             crops[members] = area_crops(integrals[frame], regions[members], size)
         return candidates, to_network_input(crops)

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import pickle
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
@@ -29,6 +30,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+
+from dfscan.errors import UsageError
 
 CKPT_FORMAT = "dfscan-ckpt/1"
 LAST, BEST = "last.pt", "best.pt"
@@ -82,7 +85,14 @@ class TrainTask:
     shards_batches: bool = False
 
 
+def check_device(device: str) -> None:
+    """A device name training accepts: auto, cpu, cuda or cuda:N (UsageError, exit 2, otherwise)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+
+
 def resolve_device(device: str) -> torch.device:
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
