@@ -156,9 +156,13 @@ def check(
         raise _fail("give a video path, or --example", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
                          thumbnails=report is not None, min_face=min_face)
-    scanner, settings = _preflight(settings, model, device)
-    _check_outputs([Output("--report", "html", report), Output("--json-file", "json", json_file)], [video], overwrite)
-    result = scanner.scan(video, settings)
+    from dfscan.scan import decode_for_scan  # noqa: PLC0415
+
+    with _run(lambda: decode_for_scan(video, settings, model, device)) as decoded:  # decodes as the models load
+        scanner, settings = _preflight(settings, model, device)
+        _check_outputs([Output("--report", "html", report), Output("--json-file", "json", json_file)], [video],
+                       overwrite)
+        result = scanner.scan(video, settings, decoded)
     if report is not None:
         from dfscan.report.html import write_video_report  # noqa: PLC0415
 

@@ -9,25 +9,29 @@ from __future__ import annotations
 import functools
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection, get_context
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from dfscan import verdict
 from dfscan.errors import DfscanError
-from dfscan.faces.pipeline import CHUNK_FRAMES, MIN_CHUNK_FRAMES, FacePipeline, FaceStream
-from dfscan.faces.tracks import Detection, Track
 from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
-from dfscan.model.manifest import sha256_file
+from dfscan.model.manifest import load_manifest, sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
 from dfscan.runtime import usable_cores
-from dfscan.settings import MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
+from dfscan.settings import CHUNK_FRAMES, MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
+from dfscan.video import RESTART, decode_ahead
 
-__all__ = ["DetectorSettings", "ScanSettings", "Scanner", "get_scanner", "iter_scan", "scan_video"]
+if TYPE_CHECKING:  # the face pipeline (OpenCV) is imported with the first Scanner, while a video may be decoding
+    from dfscan.faces.pipeline import FaceStream
+    from dfscan.faces.tracks import Detection, Track
+
+__all__ = ["DetectorSettings", "ScanSettings", "Scanner", "decode_for_scan", "get_scanner", "iter_scan", "scan_video"]
 
 
 class FrameMeta(NamedTuple):
@@ -43,8 +47,20 @@ class _Faces:
     detections: list[list[Detection]] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)       # id(detection) -> fake probability
     thumbnails: dict[int, bytes] = field(default_factory=dict)   # id(detection) -> JPEG
+    # seconds the scan waited for frames, detected, and cropped and waited for scores (scoring overlaps detection)
     timings: dict[str, float] = field(default_factory=lambda: {"decode_s": 0.0, "detect_s": 0.0, "score_s": 0.0})
     trimmed_at: int = 0   # frames scored when freed memory was last handed back
+    # The last chunk's faces and their scores to come: a chunk is scored on a thread of its own while the next
+    # is detected, which fills the gaps that detection's serial steps (NMS, box arithmetic) leave in the cores.
+    pending: tuple[list[Detection], Future[np.ndarray]] | None = None
+
+    def collect_scores(self) -> None:
+        """Wait for the pending chunk's scores (its scoring's error is raised here)."""
+        if self.pending is not None:
+            owners, scoring = self.pending
+            self.pending = None
+            for det, prob in zip(owners, scoring.result()):
+                self.scores[id(det)] = float(prob)
 
     def release_memory(self) -> None:
         """Hand freed memory back to the OS (else freed frames and tensors stay resident and memory grows
@@ -59,7 +75,8 @@ class Scanner:
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  detector: DetectorSettings | None = None):
-        from dfscan.model.scorer import Scorer  # noqa: PLC0415 - keeps `import dfscan` light
+        from dfscan.faces.pipeline import FacePipeline  # noqa: PLC0415 - keeps `import dfscan` light
+        from dfscan.model.scorer import Scorer  # noqa: PLC0415
 
         self.device = device
         self.scorer = Scorer(model, device=device, threads=threads)
@@ -72,11 +89,16 @@ class Scanner:
         """Checked settings with this bundle's defaults filled in; raises UsageError (exit 2)."""
         return resolve_scan_settings(settings, self.scorer.manifest)
 
-    def scan(self, path: str | Path, settings: ScanSettings | None = None) -> VideoResult:
+    def scan(self, path: str | Path, settings: ScanSettings | None = None,
+             decoding: decode_ahead | None = None) -> VideoResult:
+        """decoding: `decode_for_scan(path, settings)`, entered before this Scanner was loaded so that the video
+        decoded while the models loaded; by default the scan decodes the video itself."""
         settings = self.resolve(settings)  # a bad setting is the caller's error, not this file's
+        if decoding is not None and not _same_frames(decoding, path, settings):
+            raise ValueError(f"frames decoded for {decoding.path} with {decoding.options}, not for this scan")
         started = time.perf_counter()
         try:
-            result = self._scan(Path(path), settings)
+            result = self._scan(Path(path), settings, decoding)
         except DfscanError as exc:
             result = self.failed(path, exc.code, _without_path(exc.message, path), settings)
         except MemoryError:
@@ -118,18 +140,15 @@ class Scanner:
         attach_likelihood_ratios(result, self.scorer.manifest.likelihood_ratio)  # none, with the reason
         return result
 
-    def _scan(self, path: Path, settings: ScanSettings) -> VideoResult:
-        from dfscan.video import RESTART, read_ahead, stream_frames  # noqa: PLC0415
-
+    def _scan(self, path: Path, settings: ScanSettings, decoding: decode_ahead | None) -> VideoResult:
         result = self._base_result(path, settings)
-        n = None if settings.all_frames or settings.fps else settings.frames
         faces, detection = _Faces(), self._face_stream()
         chunk: list[Any] = []
         t0 = time.perf_counter()
         # Frames are decoded ahead on a second thread while earlier ones are detected and scored; a chunk is
         # detected as soon as its last frame is one the detector runs its full cascade on.
-        with stream_frames(path, n=n, fps=settings.fps, max_side=settings.max_side, max_frames=MAX_FRAMES,
-                           strict=settings.all_frames) as stream, read_ahead(stream, CHUNK_FRAMES) as frames:
+        on_gpu = self.scorer.provider != "CPUExecutionProvider"
+        with decoding or decode_ahead(path, CHUNK_FRAMES, **_decode_options(settings, on_gpu)) as frames:
             for frame in frames:
                 if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
                     faces, detection, chunk = _Faces(timings=faces.timings), self._face_stream(), []
@@ -142,9 +161,12 @@ class Scanner:
             faces.timings["decode_s"] += time.perf_counter() - t0
             if chunk:
                 self._process_chunk(chunk, detection, faces, settings.keep_thumbnails)
+            t0 = time.perf_counter()
+            faces.collect_scores()
+            faces.timings["score_s"] += time.perf_counter() - t0
         if len(faces.frames) > faces.trimmed_at:
             faces.release_memory()
-        info = stream.info
+        info = frames.info
         result.video = info.to_dict()
         t1 = time.perf_counter()
         if settings.hash_input:
@@ -164,6 +186,8 @@ class Scanner:
         return result
 
     def _face_stream(self) -> FaceStream:
+        from dfscan.faces.pipeline import MIN_CHUNK_FRAMES  # noqa: PLC0415
+
         on_cpu = self.scorer.provider == "CPUExecutionProvider"
         return self.pipeline.stream(MIN_CHUNK_FRAMES if on_cpu else CHUNK_FRAMES)
 
@@ -179,9 +203,9 @@ class Scanner:
                 owners.append(det)
                 if keep_thumbnails:
                     faces.thumbnails[id(det)] = encode_thumbnail(crops[-1])
+        faces.collect_scores()
         if crops:
-            for det, prob in zip(owners, self.scorer.score_crops(np.stack(crops))):
-                faces.scores[id(det)] = float(prob)
+            faces.pending = (owners, _scoring_thread().submit(self.scorer.score_crops, np.stack(crops)))
         faces.frames.extend(FrameMeta(f.index, f.timestamp) for f in chunk)
         faces.detections.extend(per_frame)
         faces.timings["detect_s"] += t1 - t0
@@ -235,6 +259,38 @@ class Scanner:
                                                       result.threshold)
 
 
+def decode_for_scan(path: str | Path, settings: ScanSettings, model: str | Path | None = None,
+                    device: str = "auto") -> decode_ahead:
+    """The frames a scan of `path` with these settings judges, decoded on a background thread from the moment
+    the block is entered. Start it before loading a Scanner and the video decodes while the models load
+    (`Scanner.scan(path, settings, frames=...)`); unresolved settings are resolved against the manifest of
+    `model` (default: the shipped bundle), which the Scanner then checks in full. Nothing is raised for the
+    video here: a file that cannot be read is the scan's ERROR result."""
+    from dfscan.runtime import gpu_runtime_installed  # noqa: PLC0415
+
+    if not settings.resolved:
+        from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
+
+        settings = resolve_scan_settings(settings, load_manifest(model or default_bundle_path(), verify=False))
+    may_use_gpu = device == "cuda" or (device == "auto" and gpu_runtime_installed())
+    return decode_ahead(path, CHUNK_FRAMES, **_decode_options(settings, may_use_gpu))
+
+
+def _decode_options(settings: ScanSettings, on_gpu: bool) -> dict[str, Any]:
+    """stream_frames' arguments for a scan. On CPU the decoder keeps to one thread: the networks' runs take
+    every core, and FFmpeg's frame threads beside them only add their own cost (2 cores: a talking head's
+    check 1.38 -> 1.32 CPU s, the 1080p crowd's 4.43 -> 4.17). On a GPU decoding is what limits a scan."""
+    n = None if settings.all_frames or settings.fps else settings.frames
+    return {"n": n, "fps": settings.fps, "max_side": settings.max_side, "max_frames": MAX_FRAMES,
+            "strict": settings.all_frames, "threaded": on_gpu}
+
+
+def _same_frames(frames: decode_ahead, path: str | Path, settings: ScanSettings) -> bool:
+    """Whether `frames` are the ones a scan of `path` with these settings judges (threading aside)."""
+    wanted = _decode_options(settings, frames.options.get("threaded", True))
+    return frames.path == path and frames.options == wanted
+
+
 def _without_path(message: str, path: str | Path) -> str:
     """The error's reason for a row, which names its file in a column of its own."""
     for prefix in (f"{path}: ", f"{Path(path).name}: "):
@@ -251,6 +307,12 @@ def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:
     return data.tobytes() if ok else b""
 
 
+@functools.lru_cache(maxsize=None)
+def _scoring_thread() -> ThreadPoolExecutor:
+    """The thread chunks are scored on (its runs go to the same pool as detection's: dfscan.runtime.map_runs)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="dfscan-score")
+
+
 @functools.lru_cache(maxsize=4)
 def get_scanner(model: str | None = None, device: str = "auto", threads: int | None = None,
                 detector: DetectorSettings | None = None) -> Scanner:
@@ -262,8 +324,9 @@ def scan_video(path: str | Path, model: str | Path | None = None, device: str = 
                settings: ScanSettings | None = None, threads: int | None = None, **overrides: Any) -> VideoResult:
     """Scan one video. `overrides` are ScanSettings fields (frames=, fps=, threshold=, aggregation=, ...)."""
     settings = replace(settings or ScanSettings(), **overrides)
-    scanner = get_scanner(None if model is None else str(model), device, threads, settings.detector)
-    return scanner.scan(path, settings)
+    with decode_for_scan(path, settings, model, device) as decoding:  # the video decodes while the models load
+        scanner = get_scanner(None if model is None else str(model), device, threads, settings.detector)
+        return scanner.scan(path, settings, decoding)
 
 
 # --- batch -------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 AGGREGATIONS = ("mean", "median", "max", "topk")
 MIN_DETECTION_FACE = 12   # MTCNN's smallest window (pixels): smaller faces cannot be found at all
 MAX_FRAMES = 10_000       # most frames one video may be judged on (`--frames all` past this: too_large)
+CHUNK_FRAMES = 32         # frames decoded ahead of detection, at most
 
 
 @dataclass(frozen=True)

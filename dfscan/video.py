@@ -126,21 +126,22 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
     Iterating yields SampledFrames in time order, and RESTART when a pass is abandoned (a failed seek, or a
     truncated file resampled over the part that decodes): the consumer drops what it has and continues.
     `info` is complete (rotation, truncation) once the iteration has ended. strict: more than `max_frames`
-    frames raises ResourceLimitError instead of stopping there."""
+    frames raises ResourceLimitError instead of stopping there. threaded: FFmpeg decodes on a thread per core
+    (the same frames either way; off where other threads keep the cores busy, as in a CPU scan)."""
 
     def __init__(self, path: str | Path, n: int | None = 32, fps: float | None = None, max_side: int | None = 1920,
                  max_frames: int = 10_000, max_pixels: int = MAX_PIXELS, time_limit_s: float | None = 300,
-                 strict: bool = False):
+                 strict: bool = False, threaded: bool = True):
         self.file = _checked_path(path)
         self.n, self.fps, self.max_side, self.max_frames = n, fps, max_side, max_frames
-        self.max_pixels, self.time_limit_s, self.strict = max_pixels, time_limit_s, strict
+        self.max_pixels, self.time_limit_s, self.strict, self.threaded = max_pixels, time_limit_s, strict, threaded
         self.container: av.container.InputContainer | None = None
 
     def __enter__(self) -> "stream_frames":
         self.budget = _DecodeBudget(self.time_limit_s)
         self.container = _open(self.file)
         try:
-            stream = _video_stream(self.container, self.file)
+            stream = _video_stream(self.container, self.file, self.threaded)
             self.info = _describe(self.container, stream, self.file, rotation=0,
                                   pix_fmt=stream.codec_context.pix_fmt or "")
             _check_pixels(self.file, self.info.width, self.info.height, self.max_pixels)
@@ -208,12 +209,12 @@ def _open(file: Path) -> av.container.InputContainer:
     return container
 
 
-def _video_stream(container: av.container.InputContainer, file: Path) -> av.VideoStream:
+def _video_stream(container: av.container.InputContainer, file: Path, threaded: bool = True) -> av.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise NoVideoStreamError(f"{file.name}: no video stream (has {', '.join(kinds)})")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = "AUTO" if threaded else "NONE"
     return stream
 
 
@@ -390,7 +391,8 @@ class read_ahead:  # noqa: N801 - used like a function: `with read_ahead(stream,
         self._thread = threading.Thread(target=self._produce, name="dfscan-decode", daemon=True)
 
     def __enter__(self) -> "read_ahead":
-        self._thread.start()
+        if self._thread.ident is None:  # entered once: a block may hand its items on to one that enters again
+            self._thread.start()
         return self
 
     def __iter__(self) -> Iterator[Any]:
@@ -433,6 +435,23 @@ class read_ahead:  # noqa: N801 - used like a function: `with read_ahead(stream,
             except queue.Full:
                 continue
         return False
+
+
+class decode_ahead(read_ahead):  # noqa: N801 - used like a function: `with decode_ahead(path, depth) as frames:`
+    """`stream_frames(path, **options)` opened, read and closed on read_ahead's thread, which starts when the
+    block is entered: a caller can start decoding a video before it loads what will take the frames. Every
+    failure, opening the file included, is raised where the frames are read, as from `stream_frames`.
+    `info`: the stream's VideoInfo, once the frames have been read to the end."""
+
+    def __init__(self, path: str | Path, depth: int, **options: Any):
+        self.path, self.options = path, options
+        self.info: VideoInfo | None = None
+        super().__init__(self._decoded(), depth)
+
+    def _decoded(self) -> Iterator[SampledFrame | str]:
+        with stream_frames(self.path, **self.options) as stream:
+            yield from stream
+            self.info = stream.info
 
 
 class _DecodeBudget:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dfscan.faces.pipeline import CHUNK_FRAMES
+from dfscan.settings import CHUNK_FRAMES
 from dfscan.scan import ScanSettings, Scanner
 
 GLIBC = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")

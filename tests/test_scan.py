@@ -53,27 +53,70 @@ def test_same_input_same_scores(face_video, bundles):
     assert first.score == second.score
 
 
-def test_decoding_ahead_changes_no_result(face_video, bundles, monkeypatch):
-    """The next chunk is decoded on a second thread while this one is scored (dfscan.video.read_ahead): the
-    same frames, faces and scores as decoding in turn. All 40 frames: two chunks."""
+def test_decoding_and_scoring_ahead_change_no_result(face_video, bundles, monkeypatch):
+    """The next chunk is decoded on a second thread while this one is worked on (dfscan.video.decode_ahead), and
+    a chunk is scored on a thread of its own while the next is detected: the same frames, faces and scores as
+    doing each in turn. All 40 frames: several chunks."""
+    from concurrent.futures import Future
+
+    from dfscan import scan, video
+
     scanner = Scanner(bundles["neutral"], device="cpu")
     ahead = scanner.scan(face_video, ScanSettings(all_frames=True)).to_dict()
 
-    class InTurn:
-        def __init__(self, frames, depth):
-            self.frames = frames
+    class DecodeInTurn:
+        def __init__(self, path, depth, **options):
+            self.path, self.options, self.info = path, options, None
 
         def __enter__(self):
-            return self.frames
+            return self
 
         def __exit__(self, *exc):
             return None
 
-    monkeypatch.setattr("dfscan.video.read_ahead", InTurn)
+        def __iter__(self):
+            with video.stream_frames(self.path, **self.options) as stream:
+                yield from stream
+                self.info = stream.info
+
+    class ScoreInTurn:
+        def submit(self, fn, *args):
+            done = Future()
+            done.set_result(fn(*args))
+            return done
+
+    monkeypatch.setattr(scan, "decode_ahead", DecodeInTurn)
+    monkeypatch.setattr(scan, "_scoring_thread", ScoreInTurn)
     in_turn = scanner.scan(face_video, ScanSettings(all_frames=True)).to_dict()
     assert len(ahead["frames"]) == 40 and ahead["tracks"]
     for key in ("frames", "tracks", "score", "label", "video"):
         assert ahead[key] == in_turn[key]
+
+
+def test_decoding_started_before_the_models_load_gives_the_same_result(real_clips, bundles):
+    """`decode_for_scan` starts decoding before a Scanner is loaded (the command line's `check` does, so the
+    video decodes while the models load): the same result as the scan decoding for itself; frames decoded
+    for other settings or another file are refused; an unreadable file is still the scan's ERROR row."""
+    from dfscan.scan import decode_for_scan
+
+    clip, settings = real_clips / "talking_d0.mp4", ScanSettings(frames=12)
+    with decode_for_scan(clip, settings, bundles["neutral"], device="cpu") as decoding:
+        scanner = Scanner(bundles["neutral"], device="cpu")
+        early = scanner.scan(clip, settings, decoding).to_dict()
+    alone = scanner.scan(clip, settings).to_dict()
+    assert len(early["frames"]) == 12 and early["tracks"]
+    for key in ("frames", "tracks", "score", "label", "video"):
+        assert early[key] == alone[key]
+    with decode_for_scan(clip, ScanSettings(frames=8), bundles["neutral"]) as other:
+        with pytest.raises(ValueError, match="not for this scan"):
+            scanner.scan(clip, settings, other)
+    with decode_for_scan(clip, settings, bundles["neutral"]) as other:
+        with pytest.raises(ValueError, match="not for this scan"):
+            scanner.scan(real_clips / "talking_d3.mp4", settings, other)
+    missing = real_clips / "no_such_clip.mp4"
+    with decode_for_scan(missing, settings, bundles["neutral"]) as decoding:
+        failed = scanner.scan(missing, settings, decoding)
+    assert (failed.label, failed.error_code, failed.reason) == ("ERROR", "input", "no such file")
 
 
 def test_faces_scored_on_several_cores_keep_their_scores_and_order():

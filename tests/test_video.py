@@ -360,6 +360,22 @@ def test_read_ahead_gives_the_streams_frames_and_info(cfr_clip, tmp_path, kind):
     assert stream.info.to_dict() == info.to_dict() and stream.info.truncated == (kind == "truncated")
 
 
+def test_decode_ahead_opens_reads_and_closes_on_its_thread_with_or_without_ffmpeg_threads(cfr_clip, tmp_path):
+    """decode_ahead: the frames and VideoInfo of stream_frames, whether FFmpeg decodes on a thread per core or
+    on one (a CPU scan's choice); a file that cannot be opened raises where the frames are read."""
+    info, expected = sample_frames(cfr_clip, n=20)
+    for threaded in (True, False):
+        with video.decode_ahead(cfr_clip, 4, n=20, threaded=threaded) as frames:
+            got = [f for f in frames if f is not video.RESTART]
+        assert [f.index for f in got] == [f.index for f in expected] and len(got) == 20
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected))
+        assert frames.info.to_dict() == info.to_dict()
+    ahead = video.decode_ahead(tmp_path / "missing.mp4", 4)
+    with ahead:  # entering does not raise: the producer thread opens the file
+        with pytest.raises(InputError, match="missing.mp4"):
+            list(ahead)
+
+
 def test_read_ahead_raises_the_decoders_error_after_the_frames_before_it(tmp_path):
     path = write_truncated(tmp_path / "cut_noindex.mp4", keep_fraction=0.5, faststart=False, n_frames=50)
     with pytest.raises(DecodeError, match="cut_noindex.mp4"):
