@@ -1,3 +1,3 @@
-from dfscan.cli import app
+from dfscan.cli import main
 
-app()
+main()

@@ -7,7 +7,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +23,15 @@ from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, Dfs
 # onnxruntime with threads of its own. Not for the commands that run torch, whose builds for ARM do their matrix
 # products in an OpenBLAS that reads the same variable. Nothing above imports numpy; a user's own setting wins.
 TORCH_COMMANDS = ("train", "export", "soup")
-if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None) not in TORCH_COMMANDS:
+# After these the process ends without Python's finalisation (see `main`).
+QUICK_EXIT_COMMANDS = ("check",)
+
+
+def _command_name() -> str | None:
+    return next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+
+
+if _command_name() not in TORCH_COMMANDS:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -147,8 +155,7 @@ def check(
     5: internal error."""
     from dfscan.assets import EXAMPLE_CLIP  # noqa: PLC0415
     from dfscan.outputs import Output, atomic_write_text  # noqa: PLC0415
-    from dfscan.report.table import print_video  # noqa: PLC0415
-    from dfscan.results import escape_text  # noqa: PLC0415
+    from dfscan.scan import decode_for_scan  # noqa: PLC0415
 
     if example:
         video = EXAMPLE_CLIP
@@ -156,9 +163,11 @@ def check(
         raise _fail("give a video path, or --example", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
                          thumbnails=report is not None, min_face=min_face)
-    from dfscan.scan import decode_for_scan  # noqa: PLC0415
+    # The video decodes on a thread of its own from here, while the models load and the printers are imported.
+    with _run(lambda: decode_for_scan(video, settings, model, device)) as decoded:
+        from dfscan.report.table import print_video  # noqa: PLC0415
+        from dfscan.results import escape_text  # noqa: PLC0415
 
-    with _run(lambda: decode_for_scan(video, settings, model, device)) as decoded:  # decodes as the models load
         scanner, settings = _preflight(settings, model, device)
         _check_outputs([Output("--report", "html", report), Output("--json-file", "json", json_file)], [video],
                        overwrite)
@@ -388,5 +397,30 @@ def _mount_commands() -> None:
 
 _mount_commands()
 
+
+def main() -> None:
+    """The `dfscan` command. A `check` ends its process without Python's finalisation: tearing down the modules
+    it loaded (onnxruntime, OpenCV, PyAV, numpy, typer) takes ~60 ms, more than a tenth of a talking head's
+    whole check on 2 cores, and has nothing left to do: its outputs are written and closed, its threads idle,
+    and it starts no processes. Other commands (Ray clusters, training's workers) end the usual way."""
+    try:
+        app()
+    except SystemExit as exc:
+        if _command_name() in QUICK_EXIT_COMMANDS:
+            _exit_now(exc.code)
+        raise
+
+
+def _exit_now(code: object) -> NoReturn:
+    if isinstance(code, str):  # as SystemExit does: the message on stderr, status 1
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, or a closed stream: nothing left to deliver
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -42,6 +42,26 @@ def test_check_json_has_tracks_frames_and_provenance(face_video, bundles):
     assert data["threshold_name"] == "manifest"
 
 
+def test_check_as_a_process_delivers_every_output_and_its_exit_code(face_video, bundles, tmp_path):
+    """`dfscan check` ends its process without Python's finalisation (dfscan.cli.main): stdout going to a file
+    (block-buffered), the --json-file and the exit code must all arrive whole; an unreadable file is exit 3
+    with its one error line."""
+    cmd = [sys.executable, "-m", "dfscan", "check", str(face_video), "--model", str(bundles["all_fake"]), "--json"]
+    stdout_file, json_file = tmp_path / "stdout.json", tmp_path / "result.json"
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open(stdout_file, "w") as stdout:
+        done = subprocess.run(cmd + ["--json-file", str(json_file)], stdout=stdout, stderr=subprocess.PIPE,
+                              text=True, timeout=300, env=buffered)
+    assert done.returncode == 1, done.stderr  # FAKE
+    printed, written = json.loads(stdout_file.read_text()), json.loads(json_file.read_text())
+    assert printed == written and printed["label"] == "FAKE" and printed["tracks"]
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    failed = subprocess.run(cmd[:4] + [str(bad)] + cmd[5:], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 3 and failed.stderr.strip().count("\n") == 0
+    assert failed.stderr.startswith("error: ") and "bad.mp4" in failed.stderr
+
+
 def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     assert invoke("check", face_video, "--model", bundles["neutral"], "--frames", "zero").exit_code == 2
     assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "nonsense").exit_code == 2
