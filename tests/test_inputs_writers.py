@@ -51,3 +51,27 @@ def test_writer_resume_drops_partial_line_and_skips_done(tmp_path, writer_cls, s
         rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["path"] for r in rows] == ["a.mp4", "b.mp4", "c.mp4"]
     assert rows[1]["label"] == "FAKE"
+
+
+def test_whole_file_outputs_get_the_permissions_a_new_file_would(tmp_path):
+    """--json-file, --report and friends are written whole (a temporary file renamed over the target): the result
+    is readable as any file the user's umask allows, not mkstemp's owner-only 0600, and a file it replaces keeps
+    its own permissions."""
+    from dfscan.outputs import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "result.json", "{}\n")
+        assert (fresh.stat().st_mode & 0o777, fresh.read_text()) == (0o644, "{}\n")
+        os.umask(0o077)
+        private = atomic_write_text(tmp_path / "private.json", "{}\n")
+        assert private.stat().st_mode & 0o777 == 0o600
+        os.umask(0o022)
+        shared = tmp_path / "shared.html"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        atomic_write_text(shared, "new")
+        assert (shared.stat().st_mode & 0o777, shared.read_text()) == (0o664, "new")
+    finally:
+        os.umask(old)
+    assert not list(tmp_path.glob(".*.tmp"))
