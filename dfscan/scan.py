@@ -263,7 +263,7 @@ def decode_for_scan(path: str | Path, settings: ScanSettings, model: str | Path 
                     device: str = "auto") -> decode_ahead:
     """The frames a scan of `path` with these settings judges, decoded on a background thread from the moment
     the block is entered. Start it before loading a Scanner and the video decodes while the models load
-    (`Scanner.scan(path, settings, frames=...)`); unresolved settings are resolved against the manifest of
+    (`Scanner.scan(path, settings, decoding)`); unresolved settings are resolved against the manifest of
     `model` (default: the shipped bundle), which the Scanner then checks in full. Nothing is raised for the
     video here: a file that cannot be read is the scan's ERROR result."""
     from dfscan.runtime import gpu_runtime_installed  # noqa: PLC0415
@@ -285,10 +285,10 @@ def _decode_options(settings: ScanSettings, on_gpu: bool) -> dict[str, Any]:
             "strict": settings.all_frames, "threaded": on_gpu}
 
 
-def _same_frames(frames: decode_ahead, path: str | Path, settings: ScanSettings) -> bool:
-    """Whether `frames` are the ones a scan of `path` with these settings judges (threading aside)."""
-    wanted = _decode_options(settings, frames.options.get("threaded", True))
-    return frames.path == path and frames.options == wanted
+def _same_frames(decoding: decode_ahead, path: str | Path, settings: ScanSettings) -> bool:
+    """Whether `decoding` gives the frames a scan of `path` with these settings judges (threading aside)."""
+    wanted = _decode_options(settings, decoding.options.get("threaded", True))
+    return decoding.path == path and decoding.options == wanted
 
 
 def _without_path(message: str, path: str | Path) -> str:
@@ -309,7 +309,8 @@ def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:
 
 @functools.lru_cache(maxsize=None)
 def _scoring_thread() -> ThreadPoolExecutor:
-    """The thread chunks are scored on (its runs go to the same pool as detection's: dfscan.runtime.map_runs)."""
+    """The thread chunks are scored on, one chunk at a time for every scan in this process (its runs go to the
+    same pool as detection's: dfscan.runtime.map_runs)."""
     return ThreadPoolExecutor(1, thread_name_prefix="dfscan-score")
 
 

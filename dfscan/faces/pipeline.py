@@ -26,8 +26,8 @@ from dfscan.settings import DetectorSettings
 # On CPU the scanner detects a chunk once it holds this many frames (and ends on a full frame). Measured on 2
 # cores (bench/scan_speed.py, 32 frames): chunks of >= 8 overlap decoding enough to take a 512 px talking head
 # from 0.63 to 0.53 s with the crowd unchanged; chunks of 1-3 frames cost ~0.2 CPU s more on the crowd (small
-# runs, a thread hand-off each) and were slower on both. On CUDA, CHUNK_FRAMES (dfscan.settings): the embedder's runs of 64 faces
-# and PNet's frame batches want large chunks (not measured on a GPU yet: bench/gpu_check.sh).
+# runs, a thread hand-off each) and were slower on both. On CUDA, CHUNK_FRAMES (dfscan.settings): the embedder's
+# runs of 64 faces and PNet's frame batches want large chunks (not measured on a GPU yet: bench/gpu_check.sh).
 MIN_CHUNK_FRAMES = 8
 
 
