@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Callable, List, NoReturn, Optional, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from dfscan import __version__
-from dfscan.console import err, exit_for, fail, set_debug
+from dfscan.console import err, escape, exit_for, fail, out, set_debug
 from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, DfscanError
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and they cost a `dfscan check` of a talking
@@ -41,12 +39,13 @@ def _passthrough() -> tuple[type[BaseException], ...]:
     import importlib  # noqa: PLC0415
 
     classes: list[type[BaseException]] = [typer.Exit, typer.Abort, KeyboardInterrupt]
-    for name in ("typer._click.exceptions", "click.exceptions"):
+    for name in ("typer._click.exceptions", "click.exceptions"):  # the first that imports is typer's
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        classes += [getattr(module, cls) for cls in ("ClickException", "Exit", "Abort") if hasattr(module, cls)]
+        names = ("ClickException", "Exit", "Abort")
+        return tuple(classes + [getattr(module, cls) for cls in names if hasattr(module, cls)])
     return tuple(classes)
 
 
@@ -74,7 +73,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=_GuardedGroup,
 )
-out = Console()
 T = TypeVar("T")
 
 FRAMES_HELP = "Frames to sample uniformly: a number, or 'all'. Default: the model bundle's (32)."
@@ -274,7 +272,7 @@ def scan(
     started = time.perf_counter()
     progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                        TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal)
+                        TimeRemainingColumn(), console=err.console, transient=False, disable=not err.is_terminal)
     try:
         with progress:
             task = progress.add_task("scan", total=len(todo), rate="")

@@ -8,13 +8,46 @@ import tempfile
 import time
 import traceback
 
+from typing import TYPE_CHECKING, Any
+
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from dfscan.errors import EXIT_CRASH, DfscanError
 
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class LazyConsole:
+    """The rich Console every command prints with, made on first use: importing rich takes ~25 ms, which a
+    `check` spends decoding its video instead (the console is needed only once there is something to print)."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out, err = LazyConsole(), LazyConsole(stderr=True)
+
+
+def escape(text: str) -> str:
+    """`text` with rich markup escaped."""
+    from rich.markup import escape as escape_markup  # noqa: PLC0415
+
+    return escape_markup(text)
+
+
 DEBUG = {"on": os.environ.get("DFSCAN_DEBUG", "") not in ("", "0")}
 
 

@@ -40,6 +40,17 @@ def parallel_runs(device: str, threads: int | None) -> tuple[int | None, int]:
     return threads, 1
 
 
+def scan_threads(device: str, threads: int | None) -> int | None:
+    """The threads a video scan gives its networks: the caller's number, else on CPU every core but one. A scan
+    keeps a core busy besides its networks' runs (the decoder's thread, detection's and scoring's Python), and
+    a run thread per core on top of that only queues behind them: on 2 cores one run thread instead of two took
+    a talking head's check from 0.85 to 0.82 s wall, 128 frames of it from 2.02 to 1.79 s, 96 frames of the
+    1080p crowd from 5.79 to 5.55 s, each with less CPU. On a GPU, onnxruntime's own default (None)."""
+    if threads is not None or providers_for(device) != ["CPUExecutionProvider"]:
+        return threads
+    return max(1, usable_cores() - 1)
+
+
 @functools.lru_cache(maxsize=None)
 def _run_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="dfscan-run")

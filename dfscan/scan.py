@@ -11,7 +11,6 @@ import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
@@ -23,11 +22,13 @@ from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
 from dfscan.model.manifest import load_manifest, sha256_file
 from dfscan.results import FaceObservation, TrackResult, VideoResult
-from dfscan.runtime import usable_cores
+from dfscan.runtime import scan_threads, usable_cores
 from dfscan.settings import CHUNK_FRAMES, MAX_FRAMES, DetectorSettings, ScanSettings, resolve_scan_settings
 from dfscan.video import RESTART, decode_ahead
 
 if TYPE_CHECKING:  # the face pipeline (OpenCV) is imported with the first Scanner, while a video may be decoding
+    from multiprocessing import connection
+
     from dfscan.faces.pipeline import FaceStream
     from dfscan.faces.tracks import Detection, Track
 
@@ -78,6 +79,7 @@ class Scanner:
         from dfscan.faces.pipeline import FacePipeline  # noqa: PLC0415 - keeps `import dfscan` light
         from dfscan.model.scorer import Scorer  # noqa: PLC0415
 
+        threads = scan_threads(device, threads)
         self.device = device
         self.scorer = Scorer(model, device=device, threads=threads)
         self.detector_settings = detector or DetectorSettings()
@@ -433,6 +435,8 @@ class _WorkerPool:
     and a dead worker costs exactly that file (ProcessPoolExecutor loses every pending one)."""
 
     def __init__(self, n: int, init_args: tuple[Any, ...]):
+        from multiprocessing import get_context  # noqa: PLC0415 - a `check` has no workers
+
         self.ctx = get_context("spawn")
         self.init_args = init_args
         self.idle = [_Worker(self.ctx, init_args) for _ in range(n)]
@@ -440,10 +444,12 @@ class _WorkerPool:
 
     def run(self, paths: Iterator[str], settings: ScanSettings) -> Iterator[tuple[str, VideoResult | str]]:
         """(path, result) as each finishes, or (path, reason) when its worker died."""
+        from multiprocessing.connection import wait  # noqa: PLC0415
+
         for worker in list(self.idle):
             self._assign(worker, paths, settings)
         while self.busy:
-            ready = connection.wait([w.conn for w in self.busy] + [w.process.sentinel for w in self.busy])
+            ready = wait([w.conn for w in self.busy] + [w.process.sentinel for w in self.busy])
             for worker in [w for w in self.busy if w.conn in ready or w.process.sentinel in ready]:
                 reply = worker.message()
                 if reply is None and worker.process.is_alive():

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
+from dfscan.console import err, out
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE, DfscanError
 
-out = Console()
-err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

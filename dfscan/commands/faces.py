@@ -5,18 +5,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from dfscan.console import fail, out
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE
-
-out = Console()
-err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def sbi_command(

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from dfscan.commands.data import default_out_dir
+from dfscan.console import out
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE
 
-out = Console()
-err = Console(stderr=True)
 
 train_app = typer.Typer(name="train", help="Train a detector on a face set (needs dfscan[train]).",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
