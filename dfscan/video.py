@@ -14,6 +14,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import queue
@@ -127,7 +128,8 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
     truncated file resampled over the part that decodes): the consumer drops what it has and continues.
     `info` is complete (rotation, truncation) once the iteration has ended. strict: more than `max_frames`
     frames raises ResourceLimitError instead of stopping there. threaded: FFmpeg decodes on a thread per core
-    (the same frames either way; off where other threads keep the cores busy, as in a CPU scan)."""
+    (the same frames either way; off where other threads keep the cores busy, as in a CPU scan). Without those
+    threads, frames that no other frame refers to and that cannot be sampled are not decoded at all."""
 
     def __init__(self, path: str | Path, n: int | None = 32, fps: float | None = None, max_side: int | None = 1920,
                  max_frames: int = 10_000, max_pixels: int = MAX_PIXELS, time_limit_s: float | None = 300,
@@ -149,7 +151,7 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
             if self.strict and self.targets is None:
                 _check_frame_budget(self.file, self.info.frame_count, self.max_frames)
             self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
-                                    self.budget, self.strict)
+                                    self.budget, self.strict, skip_unsampled=not self.threaded)
         except BaseException:
             self.container.close()
             raise
@@ -343,11 +345,14 @@ def uniform_targets(duration: float, n: int) -> list[float]:
 
 
 def _decode(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
-            budget: _DecodeBudget | None) -> Iterator[av.VideoFrame]:
+            budget: _DecodeBudget | None, skipping: _Skipping | None = None) -> Iterator[av.VideoFrame]:
     """Frames in presentation order. A corrupt packet is skipped; a demuxer error ends the stream there
-    (a truncated file), as does a run of MAX_DECODE_ERRORS bad packets."""
+    (a truncated file), as does a run of MAX_DECODE_ERRORS bad packets. skipping: packets of frames it does
+    not need go to the decoder with FFmpeg's skip_frame at NONREF (a frame another one refers to is still
+    decoded; one none does is dropped unseen)."""
     errors = 0
     packets = container.demux(stream)
+    context = stream.codec_context
     while True:
         try:
             packet = next(packets)
@@ -355,13 +360,19 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
             break
         except (av.FFmpegError, OSError):
             break
+        if skipping is not None:
+            context.skip_frame = "DEFAULT" if skipping.needs(packet.pts) else "NONREF"
         try:
             decoded = stream.decode(packet)
         except av.FFmpegError:
+            if skipping is not None:  # a damaged stream is numbered by what decodes: decode all of it
+                raise _SkipMismatch from None
             errors += 1
             if errors > MAX_DECODE_ERRORS:
                 break
             continue
+        finally:
+            context.skip_frame = "DEFAULT"  # never left skipping for a later pass, however this one ends
         for frame in decoded:
             if budget is not None:
                 budget.check(file)
@@ -370,6 +381,61 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
         yield from stream.decode(None)
     except av.FFmpegError:
         pass
+
+
+SKIP_MIN_GAP = 3  # frames between the frames nearest consecutive targets, at least, for `_Skipping`
+
+
+class _SkipMismatch(Exception):
+    """Decoded frames did not match the packets' timestamps: sampling starts again, decoding every frame."""
+
+
+class _Skipping:
+    """The frames a straight-through sampling pass needs decoded (by their packets' pts), and every frame's
+    place in presentation order, which stands in for the count of decoded frames as its index."""
+
+    def __init__(self, ranks: dict[int, int], needed: set[int], time_base: Any):
+        self.ranks, self.needed, self.time_base = ranks, needed, time_base
+
+    def needs(self, pts: int | None) -> bool:
+        return pts is None or self.ranks.get(pts) in self.needed or pts not in self.ranks
+
+    def numbered(self, frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(index, frame) as `enumerate` gives them when every frame is decoded; raises _SkipMismatch when a
+        frame's timestamp is not a packet's, or the order differs."""
+        last = -1
+        for frame in frames:
+            rank = self.ranks.get(frame.pts) if frame.pts is not None else None
+            if rank is None or rank <= last or frame.time_base != self.time_base:
+                raise _SkipMismatch
+            last = rank
+            yield rank, frame
+
+
+def _packet_timestamps(file: Path) -> list[int] | None:
+    """The pts of the video packets a decoder shows, in presentation order, from a demux pass without decoding;
+    None when a packet lacks one, two share one, or the file cannot be read to its end (then every frame is
+    decoded)."""
+    found: list[int] = []
+    packets = 0
+    try:
+        with av.open(str(file)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if packet.is_discard:  # decoded for reference, never shown
+                    continue
+                if packet.pts is None:
+                    return None
+                found.append(packet.pts)
+            if packets < (stream.frames or 0):  # fewer than the index lists: a cut file
+                return None
+    except (av.FFmpegError, OSError):
+        return None
+    ordered = sorted(found)
+    return ordered if ordered and len(set(ordered)) == len(ordered) else None
 
 
 class read_ahead:  # noqa: N801 - used like a function: `with read_ahead(stream, depth) as frames: ...`
@@ -477,9 +543,9 @@ class _Sampler:
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, file: Path, info: VideoInfo,
                  max_side: int | None, max_pixels: int, budget: _DecodeBudget | None,
-                 strict: bool = False):
+                 strict: bool = False, skip_unsampled: bool = False):
         self.container, self.stream, self.file, self.info = container, stream, file, info
-        self.strict = strict
+        self.strict, self.skip_unsampled = strict, skip_unsampled
         self.max_side, self.max_pixels = max_side, max_pixels
         self.budget = budget
         self.start = _stream_start(stream)
@@ -505,7 +571,17 @@ class _Sampler:
             self._rewind()
             yield RESTART
         taken: list[int] = []
-        end_time = yield from self._straight_through(targets, taken)
+        skipping = self._skippable(targets)
+        try:
+            end_time = yield from self._straight_through(targets, taken, skipping)
+            if skipping is not None and end_time is not None and self._ended_early(end_time):
+                raise _SkipMismatch  # a cut file is numbered by the frames that decode: decode all of them
+        except _SkipMismatch:  # frames came out other than the packets said: decode them all, as always
+            self.stream.codec_context.skip_frame = "DEFAULT"
+            self._rewind()
+            yield RESTART
+            taken = []
+            end_time = yield from self._straight_through(targets, taken)
         if self._note_truncation(end_time) and uniform and len(taken) < len(targets):
             self._rewind()
             yield RESTART
@@ -533,15 +609,18 @@ class _Sampler:
             yield self._convert(frame, index, last_time)
         return last_time
 
-    def _straight_through(self, targets: list[float], taken: list[int]) -> Iterator[SampledFrame]:
+    def _straight_through(self, targets: list[float], taken: list[int],
+                          skipping: _Skipping | None = None) -> Iterator[SampledFrame]:
         """Decodes up to the last target, yielding for each target the nearer of the frames either side of
         it (their indices appended to `taken`). Returns, when the stream ran out before the last target,
-        the time of its last frame (else None)."""
+        the time of its last frame (else None). skipping: frames the choice cannot fall on are not decoded
+        where no other frame refers to them; a frame's index is then its place among the packets."""
         last_taken = -1
         previous: tuple[av.VideoFrame, int, float] | None = None
         pending = 0
         last_time = None
-        for index, frame in enumerate(self._frames()):
+        frames = enumerate(self._frames()) if skipping is None else skipping.numbered(self._frames(skipping))
+        for index, frame in frames:
             self.decoded_count = index + 1
             last_time = now = self._time(frame, index)
             while pending < len(targets) and now >= targets[pending]:
@@ -624,8 +703,26 @@ class _Sampler:
 
     # - helpers -
 
-    def _frames(self) -> Iterator[av.VideoFrame]:
-        return _decode(self.container, self.stream, self.file, self.budget)
+    def _frames(self, skipping: _Skipping | None = None) -> Iterator[av.VideoFrame]:
+        return _decode(self.container, self.stream, self.file, self.budget, skipping)
+
+    def _skippable(self, targets: list[float]) -> _Skipping | None:
+        """Which frames the straight-through choice for these targets may fall on, where the rest can go
+        undecoded: a single-threaded decoder, timestamps on every packet, targets at least SKIP_MIN_GAP frames
+        apart. None: decode every frame."""
+        if not self.skip_unsampled or not targets or self.stream.time_base is None:
+            return None
+        ordered = _packet_timestamps(self.file)
+        if ordered is None:
+            return None
+        times = [float(pts * self.stream.time_base) - self.start for pts in ordered]
+        after = [bisect.bisect_left(times, target) for target in targets]  # first frame at or after each target
+        if any(b - a < SKIP_MIN_GAP for a, b in zip(after, after[1:])):
+            return None
+        needed = {len(times) - 1}  # targets past the end get the last frame, which also dates a truncation
+        for first in after:
+            needed.update(i for i in (first - 1, first, first + 1) if 0 <= i < len(times))
+        return _Skipping({pts: rank for rank, pts in enumerate(ordered)}, needed, self.stream.time_base)
 
     def _rewind(self) -> None:
         try:

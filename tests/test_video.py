@@ -376,6 +376,46 @@ def test_decode_ahead_opens_reads_and_closes_on_its_thread_with_or_without_ffmpe
             list(ahead)
 
 
+def _sampled(path, **options):
+    with video.stream_frames(path, threaded=False, **options) as stream:
+        frames = list(stream)
+    return [(f.index, f.timestamp, f.image) if f is not video.RESTART else f for f in frames], stream.info.to_dict()
+
+
+@pytest.mark.parametrize("kind", ["x264", "vfr", "mkv", "truncated", "rotated", "shared"])
+def test_frames_nobody_needs_go_undecoded_and_the_sample_is_the_same(tmp_path, monkeypatch, kind):
+    """A single-threaded decode (a CPU scan's) hands FFmpeg the packets of frames no target can fall on with
+    skip_frame=NONREF: frames no other refers to are dropped undecoded. The sample must be exactly that of
+    decoding everything: the same indices, timestamps, pixels and VideoInfo, at 8 or 32 frames or 5 a second."""
+    if kind == "shared":
+        if not REAL_CLIPS:
+            pytest.skip("needs ../shared/clips/real")
+        path = REAL_CLIPS[-1]
+    elif kind == "truncated":
+        path = write_truncated(tmp_path / "cut.mp4", keep_fraction=0.6, n_frames=150)
+    else:
+        suffix = ".mkv" if kind == "mkv" else ".mp4"
+        path = write_video(tmp_path / f"{kind}{suffix}", n_frames=150, fps=30, vfr=kind == "vfr",
+                           rotation=90 if kind == "rotated" else 0, size=(96, 64))
+    shown = []
+    numbered, skippable = video._Skipping.numbered, video._Sampler._skippable
+    monkeypatch.setattr(video._Skipping, "numbered",
+                        lambda self, frames: (shown.append(f) or f for f in numbered(self, frames)))
+    for options in ({"n": 8}, {"n": 32}, {"n": None, "fps": 5.0}):
+        shown.clear()
+        skipped_frames, skipped_info = _sampled(path, **options)
+        skipped_shown = len(shown)
+        monkeypatch.setattr(video._Sampler, "_skippable", lambda self, targets: None)
+        full_frames, full_info = _sampled(path, **options)
+        monkeypatch.setattr(video._Sampler, "_skippable", skippable)
+        assert skipped_info == full_info
+        assert len(skipped_frames) == len(full_frames) > 0
+        for a, b in zip(skipped_frames, full_frames):
+            assert a is b if a is video.RESTART else (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
+        if kind in ("x264", "shared") and options.get("n") == 8:
+            assert 0 < skipped_shown < full_info["frame_count"]  # some frames were not decoded at all
+
+
 def test_read_ahead_raises_the_decoders_error_after_the_frames_before_it(tmp_path):
     path = write_truncated(tmp_path / "cut_noindex.mp4", keep_fraction=0.5, faststart=False, n_frames=50)
     with pytest.raises(DecodeError, match="cut_noindex.mp4"):
