@@ -346,9 +346,7 @@ def iter_scan(paths: Iterable[str | Path], model: str | Path | None = None, devi
     model_arg = None if model is None else str(model)
     if workers <= 1:
         scanner = get_scanner(model_arg, device, None, (settings or ScanSettings()).detector)
-        resolved = scanner.resolve(settings)
-        for path in paths:
-            yield scanner.scan(path, resolved)
+        yield from _scan_in_turn(scanner, paths, scanner.resolve(settings))
         return
     settings = settings or ScanSettings()
     parent = Scanner(model_arg, device=device, threads=1, detector=settings.detector)  # fail fast on a bad bundle
@@ -360,6 +358,32 @@ def iter_scan(paths: Iterable[str | Path], model: str | Path | None = None, devi
             yield outcome if isinstance(outcome, VideoResult) else parent.failed(path, "worker_crash", outcome, resolved)
     finally:
         pool.close()
+
+
+def _scan_in_turn(scanner: Scanner, paths: Iterable[str | Path], settings: ScanSettings) -> Iterator[VideoResult]:
+    """One video after another, each one's decoding started as soon as the one before has decoded its last
+    frame, while that one's last chunk is still detected and scored: no core waits for the next video."""
+    on_gpu = scanner.scorer.provider != "CPUExecutionProvider"
+    opened: list[decode_ahead] = []
+
+    def decoding(path: str | Path, after: decode_ahead | None) -> decode_ahead:
+        ahead = decode_ahead(path, CHUNK_FRAMES, after=after, **_decode_options(settings, on_gpu))
+        opened.append(ahead.__enter__())
+        return ahead
+
+    remaining = iter(paths)
+    path = next(remaining, None)
+    current = None if path is None else decoding(path, None)
+    try:
+        while path is not None and current is not None:
+            following = next(remaining, None)
+            upcoming = None if following is None else decoding(following, current)
+            yield scanner.scan(path, settings, current)
+            opened.remove(current)
+            path, current = following, upcoming
+    finally:
+        for ahead in opened:
+            ahead.__exit__(None, None, None)
 
 
 # --- worker processes ----------------------------------------------------------------------------------

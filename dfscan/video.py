@@ -479,6 +479,11 @@ class read_ahead:  # noqa: N801 - used like a function: `with read_ahead(stream,
                 pass
         self._thread.join()
 
+    def wait_produced(self) -> None:
+        """Until the producer has handed over its last item (or was stopped)."""
+        if self._thread.ident is not None:
+            self._thread.join()
+
     def _produce(self) -> None:
         items = iter(self._frames)
         try:
@@ -509,12 +514,14 @@ class decode_ahead(read_ahead):  # noqa: N801 - used like a function: `with deco
     failure, opening the file included, is raised where the frames are read, as from `stream_frames`.
     `info`: the stream's VideoInfo, once the frames have been read to the end."""
 
-    def __init__(self, path: str | Path, depth: int, **options: Any):
-        self.path, self.options = path, options
+    def __init__(self, path: str | Path, depth: int, after: read_ahead | None = None, **options: Any):
+        self.path, self.options, self.after = path, options, after
         self.info: VideoInfo | None = None
         super().__init__(self._decoded(), depth)
 
     def _decoded(self) -> Iterator[SampledFrame | str]:
+        if self.after is not None:  # the previous video's decoding ends first: they would only share the core
+            self.after.wait_produced()
         with stream_frames(self.path, **self.options) as stream:
             yield from stream
             self.info = stream.info

@@ -119,6 +119,34 @@ def test_decoding_started_before_the_models_load_gives_the_same_result(real_clip
     assert (failed.label, failed.error_code, failed.reason) == ("ERROR", "input", "no such file")
 
 
+def test_one_worker_decodes_the_next_video_while_this_one_finishes(real_clips, bundles, tmp_path):
+    """iter_scan with one worker starts each video's decoding once the one before has decoded its last frame:
+    every input still gets its own result, in input order, equal to scanning it alone (a bad file and a missing
+    one between good ones are their ERROR rows); a batch left early leaves no decoding thread behind."""
+    import threading
+
+    from dfscan.scan import iter_scan
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    paths = [real_clips / "talking_d0.mp4", bad, real_clips / "talking_d12.mp4", tmp_path / "missing.mp4",
+             real_clips / "talking_d3.mp4"]
+    settings = ScanSettings(frames=8)
+    in_turn = list(iter_scan(paths, model=bundles["neutral"], device="cpu", settings=settings))
+    scanner = Scanner(bundles["neutral"], device="cpu")
+    alone = [scanner.scan(path, settings) for path in paths]
+    assert [r.path for r in in_turn] == [str(p) for p in paths]
+    assert [r.label for r in in_turn][1::2] == ["ERROR", "ERROR"] and "ERROR" not in [r.label for r in in_turn][::2]
+    for a, b in zip(in_turn, alone):
+        a, b = a.to_dict(), b.to_dict()
+        for key in ("frames", "tracks", "score", "label", "error_code", "reason", "video"):
+            assert a[key] == b[key]
+    batch = iter_scan(paths, model=bundles["neutral"], device="cpu", settings=settings)
+    assert next(batch).label != "ERROR"
+    batch.close()
+    assert not [t for t in threading.enumerate() if t.name == "dfscan-decode" and t.is_alive()]
+
+
 def test_faces_scored_on_several_cores_keep_their_scores_and_order():
     """On CPU the Scorer spreads faces over its threads, one onnxruntime thread each: every face gets the
     score it gets alone, in input order (shipped model, 40 real DFDC crops)."""
