@@ -4,6 +4,7 @@ to a file named in that line (`dfscan --debug ...` or DFSCAN_DEBUG=1 prints it i
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dfscan.errors import EXIT_CRASH, DfscanError
+from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_CRASH, DfscanError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,4 +94,17 @@ def exit_for(exc: BaseException) -> typer.Exit:
     """The Exit for an exception escaping a command."""
     if isinstance(exc, DfscanError):
         return fail(exc.message, exc.exit_code)
+    if isinstance(exc, BrokenPipeError):
+        return _reader_gone()
     return report_crash(exc)
+
+
+def _reader_gone() -> typer.Exit:
+    """stdout's reader closed it (`dfscan check ... --json | head`): not a bug, nothing to print. What is left in
+    stdout's buffer goes nowhere, so that Python's own final flush does not raise the same error again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return typer.Exit(EXIT_BROKEN_PIPE)

@@ -62,6 +62,17 @@ def test_check_as_a_process_delivers_every_output_and_its_exit_code(face_video, 
     assert failed.stderr.startswith("error: ") and "bad.mp4" in failed.stderr
 
 
+def test_a_reader_that_goes_away_is_not_a_crash(face_video, bundles):
+    """`dfscan check ... --json | head`: the reader closes stdout before the result is printed. That is exit 141
+    (what a shell reports for a SIGPIPE death), with nothing on stderr, never exit 5 and "a bug in dfscan"."""
+    cmd = [sys.executable, "-m", "dfscan", "check", str(face_video), "--model", str(bundles["neutral"]), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # long before the scan ends and prints
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, stderr
+    assert stderr == ""
+
+
 def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     assert invoke("check", face_video, "--model", bundles["neutral"], "--frames", "zero").exit_code == 2
     assert invoke("check", face_video, "--model", bundles["neutral"], "--threshold", "nonsense").exit_code == 2
