@@ -72,7 +72,8 @@ class _Faces:
 
 
 class Scanner:
-    """A loaded model bundle plus face pipeline; reuse one to scan many videos."""
+    """A loaded model bundle plus face pipeline; reuse one to scan many videos. threads: how many runs of the
+    networks go at once (default: on CPU every core but one, `runtime.scan_threads`)."""
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  detector: DetectorSettings | None = None):
