@@ -13,8 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from dfscan import __version__
-from dfscan.console import err, escape, exit_for, fail, out, set_debug
-from dfscan.errors import EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, DfscanError
+from dfscan.console import err, escape, exit_for, fail, out, print_error, set_debug
+from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, DfscanError
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and they cost a `dfscan check` of a talking
 # head ~0.25 CPU s (13%) on 2 cores for nothing: dfscan's numpy work is on small arrays, and the networks run in
@@ -236,8 +236,9 @@ def scan(
                          thumbnails=report is not None, min_face=min_face)
     _, settings = _preflight(settings, model, device)
     found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
+    inputs = [f.path for f in found] + ([root] if root.is_file() else [])  # a list of paths is an input too
     _check_outputs([Output("--csv", "csv", csv_path), Output("--jsonl", "jsonl", jsonl_path),
-                    Output("--report", "report", report)], [f.path for f in found], overwrite, resume)
+                    Output("--report", "report", report)], inputs, overwrite, resume)
     html_report = None
     if report is not None:
         from dfscan.report.html import ScanReport  # noqa: PLC0415
@@ -331,6 +332,9 @@ def robustness(
     scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
     settings = _run(lambda: scanner.resolve(settings))
     paths = [f.path for f in find_videos(target, VIDEO_PATTERNS) if not f.problem]
+    from dfscan.outputs import Output  # noqa: PLC0415
+
+    _check_outputs([Output("--keep", "folder", keep)], [target, *paths], overwrite=False)
     report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
     if json_out:
         print(json.dumps(report.to_dict(), indent=2))
@@ -412,12 +416,21 @@ def main() -> None:
 def _exit_now(code: object) -> NoReturn:
     if isinstance(code, str):  # as SystemExit does: the message on stderr, status 1
         print(code, file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader that went away, or a closed stream: nothing left to deliver
-            pass
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = EXIT_BROKEN_PIPE
+    except OSError as exc:  # a full disk under `> result.json`: the result did not arrive, say so
+        print_error(f"cannot write standard output: {exc.strerror or exc}")
+        status = EXIT_SETUP
+    except ValueError:  # closed
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(status)
 
 
 if __name__ == "__main__":

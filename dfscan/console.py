@@ -3,6 +3,7 @@ code; an unexpected error (a bug) is one line, exit 5 (never 1, which means FAKE
 to a file named in that line (`dfscan --debug ...` or DFSCAN_DEBUG=1 prints it instead)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_CRASH, DfscanError
+from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_CRASH, EXIT_SETUP, DfscanError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,7 +97,14 @@ def exit_for(exc: BaseException) -> typer.Exit:
         return fail(exc.message, exc.exit_code)
     if isinstance(exc, BrokenPipeError):
         return _reader_gone()
+    if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+        where = f" {exc.filename}" if exc.filename else ""
+        return fail(f"cannot write{where}: {exc.strerror or exc}", EXIT_SETUP)
     return report_crash(exc)
+
+
+# A destination that filled up or went read-only while a command wrote to it: the machine's state, not a bug.
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 
 
 def _reader_gone() -> typer.Exit:

@@ -115,10 +115,13 @@ def read_path_list(path: str | Path) -> Iterator[Found]:
     """One path a line; blank lines and lines starting with # are skipped; relative paths are taken
     relative to the list file's directory."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    # surrogateescape: a Linux file name may be any bytes, and a list of them is read back to the same names
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        for number, line in enumerate(fh, 1):
             entry = line.strip()
-            if entry and not entry.startswith("#"):
+            if "\0" in entry:  # no file name holds one: the row says which line, the batch goes on
+                yield Found(entry.replace("\0", "\\0"), f"line {number} of {path.name} holds a NUL byte: not a path")
+            elif entry and not entry.startswith("#"):
                 listed = Path(entry).expanduser()
                 yield Found(str(listed if listed.is_absolute() else path.parent / listed))
 

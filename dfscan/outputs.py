@@ -17,16 +17,17 @@ from typing import Iterable
 
 from dfscan.errors import OutputError
 
-KINDS = ("csv", "jsonl", "html", "json", "report")
+KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder")
 HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
 REPORT_INDEX = "index.html"
 REPORT_ROWS = "index.jsonl"
+MAX_JSON_RESULT = 1 << 27  # bytes of an existing --json-file read to tell whether dfscan wrote it
 
 
 @dataclass(frozen=True)
 class Output:
     option: str   # how the user named it: --csv, --jsonl, --report ...
-    kind: str     # one of KINDS; "report" is a directory
+    kind: str     # one of KINDS; "report" (scan), "pages" (eval) and "folder" (new or empty) are directories
     path: Path
 
 
@@ -52,12 +53,13 @@ def is_earlier_output(path: Path, kind: str) -> bool:
         return first.startswith(b"path,label,")
     if kind == "html":
         return any(marker.encode() in head for marker in HTML_MARKERS)
-    if kind in ("jsonl", "json"):
+    if kind in ("jsonl", "json", "scores"):
         try:
-            data = json.loads(_first_line(path) if kind == "jsonl" else path.read_bytes())
+            data = json.loads(_first_line(path) if kind != "json" else _head(path, MAX_JSON_RESULT))
         except (ValueError, OSError):
             return False
-        return isinstance(data, dict) and {"path", "label", "dfscan_version"} <= data.keys()
+        keys = {"id", "label", "score"} if kind == "scores" else {"path", "label", "dfscan_version"}
+        return isinstance(data, dict) and keys <= data.keys()
     return False
 
 
@@ -101,6 +103,8 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
     for out in outputs:
         if out.kind == "report":
             _check_report_dir(out, overwrite, input_keys)
+        elif out.kind in ("pages", "folder"):
+            _check_folder(out, overwrite)
         else:
             _check_file(out, overwrite, resume and out.kind in ("csv", "jsonl"))
         _check_writable(out)
@@ -112,6 +116,9 @@ def _check_file(out: Output, overwrite: bool, appending: bool) -> None:
         raise OutputError(f"cannot write {path}: is a directory")
     if not path.exists() and not path.is_symlink():
         return
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        # a device, pipe or socket: replacing it would destroy it (/dev/null), reading it may never end
+        raise OutputError(f"cannot write {path}: not a regular file; give a file path")
     if is_earlier_output(path, out.kind):
         return
     if appending:
@@ -138,6 +145,21 @@ def _check_report_dir(out: Output, overwrite: bool, input_keys: set[str]) -> Non
                               "give another directory, or --overwrite to replace it")
 
 
+def _check_folder(out: Output, overwrite: bool) -> None:
+    """pages: a directory whose index.html, if any, is an earlier dfscan page (eval --report); folder: a new
+    or empty directory (robustness --keep, whose file names could be anything's)."""
+    path = out.path
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out.option} {path} exists and is not a directory")
+    if not path.is_dir() or overwrite:
+        return
+    if out.kind == "folder" and any(path.iterdir()):
+        raise OutputError(f"{out.option} {path} is not empty: give a new or empty directory")
+    index = path / REPORT_INDEX
+    if out.kind == "pages" and index.exists() and not is_earlier_output(index, "html"):
+        raise OutputError(f"{out.option}: {index} exists and is not an earlier dfscan page; give another directory")
+
+
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
@@ -147,7 +169,7 @@ def _nearest_existing(path: Path) -> Path:
 
 def _check_writable(out: Output) -> None:
     """Probe the destination folder with a real file, so read-only mounts and missing rights show now."""
-    target = out.path if out.kind == "report" else out.path.parent
+    target = out.path if out.kind in ("report", "pages", "folder") else out.path.parent
     folder = _nearest_existing(target)
     if not folder.is_dir():
         raise OutputError(f"cannot write {out.path}: {folder} is not a directory")

@@ -392,3 +392,91 @@ def test_every_frame_streams_and_the_budget_is_an_error_row(face_video, bundles)
     finally:
         dfscan.scan.MAX_FRAMES = original
     assert result.label == "ERROR" and result.error_code == "too_large"
+
+
+# --- session 9's probe: outputs of every command, odd destinations, damaged lists and bundles ------------------
+
+
+def test_outputs_that_are_not_regular_files_or_are_inputs_are_refused(batch, bundles, tmp_path):
+    """A pipe (or a device: /dev/null as root became a regular file) is never replaced or read to its end; a
+    list of paths is an input even with --overwrite; eval's --scores/--report and robustness's --keep follow the
+    same rules as scan's outputs. Each is exit 2 before anything is scanned, the file left as it was."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for args in (["check", batch / "a.mp4", "--json-file", fifo], ["scan", batch, "--csv", fifo]):
+        refused = invoke(*args, "--model", bundles["neutral"])
+        assert refused.exit_code == 2 and "not a regular file" in refused.output
+    assert fifo.is_fifo()
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{batch / 'a.mp4'}\n")
+    refused = invoke("scan", listing, "--csv", listing, "--overwrite", "--model", bundles["neutral"])
+    assert refused.exit_code == 2 and "one of the inputs" in refused.output
+    assert listing.read_text() == f"{batch / 'a.mp4'}\n"
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    shutil.copy(batch / "a.mp4", labelled / "a.mp4")
+    labels = labelled / "labels.csv"
+    labels.write_text("path,label\na.mp4,real\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for args in (["--scores", notes], ["--scores", labels], ["--scores", labelled / "a.mp4"]):
+        assert invoke("eval", labels, *args, "--model", bundles["neutral"], "--frames", "4").exit_code == 2
+    fresh = invoke("eval", labels, "--scores", tmp_path / "scores.jsonl", "--model", bundles["neutral"],
+                   "--frames", "4")
+    assert fresh.exit_code == 0, fresh.output  # the same command with a new path runs
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "index.html").write_text("someone else's page")
+    assert invoke("eval", labels, "--report", pages, "--model", bundles["neutral"], "--frames", "4").exit_code == 2
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "00000_a_crf23.mp4").write_text("precious")
+    refused = invoke("robustness", batch / "a.mp4", "-d", "crf23", "--keep", keep, "--model", bundles["neutral"])
+    assert refused.exit_code == 2 and "not empty" in refused.output
+    assert (notes.read_text(), (pages / "index.html").read_text(), (keep / "00000_a_crf23.mp4").read_text()) == (
+        "mine", "someone else's page", "precious")
+    assert labels.read_text() == "path,label\na.mp4,real\n" and (labelled / "a.mp4").stat().st_size > 1000
+
+
+def test_a_full_disk_is_one_line_naming_what_could_not_be_written(face_video, bundles):
+    """`dfscan check ... > /dev/full`: the result did not arrive, and the error says so (exit 4), where it was
+    exit 5 and "a bug in dfscan"."""
+    import subprocess
+    import sys
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    for extra in ([], ["--json"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "dfscan", "check", str(face_video), "--model",
+                                   str(bundles["neutral"]), *extra], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=300)
+        assert done.returncode == 4, done.stderr
+        assert done.stderr.strip().count("\n") == 0 and "No space left on device" in done.stderr
+
+
+@pytest.mark.parametrize("change", [{"ensemble": [1]}, {"ensemble": "x"},
+                                    {"ensemble": {"combination": "mean", "members": [1, 2]}}, "sha256"])
+def test_malformed_ensemble_or_hash_in_a_manifest_is_a_bundle_error(bundles, tmp_path, change):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["neutral"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if change == "sha256":
+        manifest["files"]["embedder"]["sha256"] = 123
+    else:
+        manifest.update(change)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("info", "--model", bundle)
+    assert result.exit_code == 4 and "internal error" not in result.output
+
+
+def test_a_list_line_with_a_nul_byte_is_its_error_row(batch, bundles, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{batch / 'a.mp4'}\n".encode() + b"junk\0name.mp4\n" + b"\xff\xfe.mp4\n")
+    out = tmp_path / "rows.csv"
+    result = invoke("scan", listing, "--csv", out, "--model", bundles["neutral"], "--frames", "4")
+    assert result.exit_code == 3, result.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and [r["label"] for r in rows].count("ERROR") == 2
+    assert any("NUL byte" in r["reason"] for r in rows)

@@ -88,6 +88,8 @@ def extract_command(
     if dry_run:
         return
     target = out_dir or default_out_dir(dataset, root, compression)
+    if target.exists() and not target.is_dir():
+        raise _fail(f"--out {target} exists and is not a directory: a face set is a directory")
     try:
         stats = extract_faces(items, target, frames=frames, size=size, margin=margin, device=device,
                               max_faces_per_frame=max_faces)
@@ -113,6 +115,7 @@ def eval_command(
     report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML page with ROC, reliability diagram, Tippett plots and score histograms (and each figure as SVG) to this directory."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="A column of the labels CSV (e.g. source, dataset, domain): AUC and FPR/TPR at the bundle's operating points per value."),
     folds: int = typer.Option(5, "--lr-folds", help="Folds (grouped by source video) for the cross-validated likelihood-ratio figures."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --scores file or --report page that dfscan did not write."),
 ) -> None:
     """Measure a model bundle on a face set (frame and video level) or on labelled videos (full scan),
     with likelihood-ratio figures (Cllr, Cllr_min, Cllr_cal)."""
@@ -120,6 +123,7 @@ def eval_command(
     from dfscan.evaluate import evaluate_faceset, evaluate_videos, render_table, write_scores_jsonl  # noqa: PLC0415
     from dfscan.model.manifest import load_manifest  # noqa: PLC0415
     from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
+    from dfscan.outputs import Output, check_outputs  # noqa: PLC0415
 
     if not data.exists():
         raise _fail(f"{data} does not exist")
@@ -129,6 +133,7 @@ def eval_command(
     if folds < 2:
         raise _fail("--lr-folds must be at least 2")
     try:
+        check_outputs([Output("--scores", "scores", scores), Output("--report", "pages", report)], [data], overwrite)
         manifest = load_manifest(model or default_bundle_path(), verify=False)
         lookup = read_group_column(data, group_by) if group_by else None
     except DfscanError as exc:

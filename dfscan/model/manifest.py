@@ -91,20 +91,25 @@ class Manifest:
                 check_calibration(self.likelihood_ratio)
             except ValueError as exc:
                 raise ModelError(f"manifest {exc}") from None
+        if not isinstance(self.files, dict) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("sha256"), str) for entry in self.files.values()):
+            raise ModelError("manifest files must map each role to its path and sha256 (a hex string)")
         if self.ensemble is not None:
             self._validate_ensemble()
             return
         for role in ("embedder", "classifier"):
-            entry = self.files.get(role) if isinstance(self.files, dict) else None
+            entry = self.files.get(role)
             if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
                 raise ModelError(f"manifest lacks files.{role}.path / sha256")
             if not isinstance(entry["path"], str) or Path(entry["path"]).name != entry["path"]:
                 raise ModelError(f"manifest file path {entry['path']!r} must be a plain file name")
 
     def _validate_ensemble(self) -> None:
-        members = self.ensemble.get("members") or []
-        if self.ensemble.get("combination") not in ENSEMBLE_COMBINATIONS or len(members) < 2:
-            raise ModelError(f"ensemble needs a combination in {ENSEMBLE_COMBINATIONS} and two members or more")
+        members = self.ensemble.get("members") if isinstance(self.ensemble, dict) else None
+        if (not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) for m in members)
+                or self.ensemble.get("combination") not in ENSEMBLE_COMBINATIONS):
+            raise ModelError(f"ensemble needs a combination in {ENSEMBLE_COMBINATIONS} and two members or more, "
+                             "each an object with its path")
         for i, member in enumerate(members):
             entry = self.files.get(f"member_{i}")
             path = Path(str(member.get("path", "")))

@@ -65,12 +65,28 @@ class _LineWriter:
             self._keys = {path_key(p) for p in self._done}
         return self._keys
 
+    def write(self, result: VideoResult) -> None:
+        """Append one result's row and put it on disk before returning."""
+        try:
+            self._write_row(result)
+            self._flush()
+        except OSError as exc:  # a disk that filled up: the one error printer names the file
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        self._done.add(result.path)
+        self._keys.add(path_key(result.path))
+
+    def _write_row(self, result: VideoResult) -> None:
+        raise NotImplementedError
+
     def _flush(self) -> None:
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
     def close(self) -> None:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
 
 class CsvWriter(_LineWriter):
@@ -91,11 +107,8 @@ class CsvWriter(_LineWriter):
         with open(self.path, newline="", encoding="utf-8") as fh:
             return next(csv.reader(fh), None)
 
-    def write(self, result: VideoResult) -> None:
+    def _write_row(self, result: VideoResult) -> None:
         self.writer.writerow(result.csv_row())
-        self._done.add(result.path)
-        self._keys.add(path_key(result.path))
-        self._flush()
 
 
 class JsonlWriter(_LineWriter):
@@ -109,8 +122,5 @@ class JsonlWriter(_LineWriter):
                     continue
         return done
 
-    def write(self, result: VideoResult) -> None:
+    def _write_row(self, result: VideoResult) -> None:
         self.fh.write(result.to_json(indent=None) + "\n")
-        self._done.add(result.path)
-        self._keys.add(path_key(result.path))
-        self._flush()
