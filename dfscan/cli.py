@@ -20,6 +20,7 @@ from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_O
 # head ~0.25 CPU s (13%) on 2 cores for nothing: dfscan's numpy work is on small arrays, and the networks run in
 # onnxruntime with threads of its own. Not for the commands that run torch, whose builds for ARM do their matrix
 # products in an OpenBLAS that reads the same variable. Nothing above imports numpy; a user's own setting wins.
+MAX_WORKERS_PER_CORE = 4  # scan --workers: each worker process loads its own models (~300 MB)
 TORCH_COMMANDS = ("train", "export", "soup")
 # After these the process ends without Python's finalisation (see `main`).
 QUICK_EXIT_COMMANDS = ("check",)
@@ -215,6 +216,7 @@ def scan(
     """Scan a directory of videos. Exit 0: nothing fake, 1: something FAKE, 3: some files failed
     (and none was FAKE), 4: setup problem, 5: internal error."""
     from dfscan.inputs import VIDEO_PATTERNS, list_inputs, path_key  # noqa: PLC0415
+    from dfscan.runtime import usable_cores  # noqa: PLC0415
     from dfscan.outputs import Output  # noqa: PLC0415
     from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
@@ -226,6 +228,9 @@ def scan(
         raise _fail(f"{root} does not exist", EXIT_USAGE)
     if workers < 1:
         raise _fail("--workers must be at least 1", EXIT_USAGE)
+    if workers > MAX_WORKERS_PER_CORE * usable_cores():
+        raise _fail(f"--workers {workers} is more than {MAX_WORKERS_PER_CORE} a core on this machine's "
+                    f"{usable_cores()} cores: each worker loads its own models", EXIT_USAGE)
     if engine not in ("local", "ray"):
         raise _fail(f"--engine must be local or ray, not {engine!r}", EXIT_USAGE)
     if (actors is not None and actors < 1) or gpus_per_actor < 0:

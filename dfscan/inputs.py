@@ -129,8 +129,10 @@ def read_path_list(path: str | Path) -> Iterator[Found]:
 def list_inputs(src: str | Path, include: Sequence[str] = VIDEO_PATTERNS, exclude: Sequence[str] = (),
                 recursive: bool = True) -> Iterator[Found]:
     """What `dfscan scan SRC` scans: the videos under a directory, a single video, or the paths a text
-    file lists (one a line)."""
-    if is_path_list(src):
-        yield from read_path_list(src)
-    else:
-        yield from find_videos(src, include, exclude, recursive)
+    file lists (one a line); a video listed twice (in any spelling) once, where it first appears."""
+    seen: set[str] = set()
+    for found in read_path_list(src) if is_path_list(src) else find_videos(src, include, exclude, recursive):
+        key = path_key(found.path)
+        if key not in seen:
+            seen.add(key)
+            yield found

@@ -21,6 +21,7 @@ KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder")
 HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
 REPORT_INDEX = "index.html"
 REPORT_ROWS = "index.jsonl"
+JSONL_ROW_START = b'{"path": '  # how every dfscan result row begins (VideoResult.to_json)
 MAX_JSON_RESULT = 1 << 27  # bytes of an existing --json-file read to tell whether dfscan wrote it
 
 
@@ -53,6 +54,8 @@ def is_earlier_output(path: Path, kind: str) -> bool:
         return first.startswith(b"path,label,")
     if kind == "html":
         return any(marker.encode() in head for marker in HTML_MARKERS)
+    if kind == "jsonl" and head.startswith(JSONL_ROW_START) and not _first_line(path).endswith(b"\n"):
+        return True  # one row, cut by a kill before its end: resume drops it and redoes it
     if kind in ("jsonl", "json", "scores"):
         try:
             data = json.loads(_first_line(path) if kind != "json" else _head(path, MAX_JSON_RESULT))

@@ -75,3 +75,36 @@ def test_whole_file_outputs_get_the_permissions_a_new_file_would(tmp_path):
     finally:
         os.umask(old)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_after_a_kill_inside_a_quoted_name_or_the_first_row(tmp_path):
+    """A file name may hold a newline, which CSV keeps inside quotes: a kill right after it leaves a row whose
+    last physical line ends in the middle of that name, and resume must cut the whole row, not append into the
+    open quote. A JSONL cut inside its very first row is still an earlier dfscan output to resume into."""
+    from dfscan.outputs import is_earlier_output
+
+    out = tmp_path / "out.csv"
+    writer = CsvWriter(out)
+    writer.write(_result("a.mp4"))
+    writer.close()
+    with open(out, "a", encoding="utf-8", newline="") as fh:
+        fh.write('"b/new\n')  # killed while writing the row of "b/new\nline.mp4"
+    resumed = CsvWriter(out, resume=True)
+    assert resumed.done_paths() == {"a.mp4"}
+    resumed.write(_result("b/new\nline.mp4"))
+    resumed.close()
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == ["a.mp4", "b/new\nline.mp4"]
+
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(_result("a.mp4").to_json(indent=None)[:150])
+    assert is_earlier_output(cut, "jsonl")
+    resumed = JsonlWriter(cut, resume=True)
+    assert resumed.done_paths() == set()
+    resumed.write(_result("a.mp4"))
+    resumed.close()
+    assert [json.loads(line)["path"] for line in cut.read_text().splitlines()] == ["a.mp4"]
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"my": "notes"')
+    assert not is_earlier_output(other, "jsonl")

@@ -480,3 +480,17 @@ def test_a_list_line_with_a_nul_byte_is_its_error_row(batch, bundles, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 and [r["label"] for r in rows].count("ERROR") == 2
     assert any("NUL byte" in r["reason"] for r in rows)
+
+
+def test_a_video_listed_twice_is_scanned_once_and_absurd_counts_are_refused(batch, bundles, tmp_path):
+    listing = tmp_path / "list.txt"
+    video = batch / "a.mp4"
+    listing.write_text(f"{video}\n{video}\n{batch}/../{batch.name}/a.mp4\n")
+    out = tmp_path / "rows.csv"
+    result = invoke("scan", listing, "--csv", out, "--model", bundles["all_fake"], "--frames", "4")
+    assert result.exit_code == 1 and _csv_paths(out) == [str(video)]
+    assert "│    1 │" in result.output  # the summary counts the one video, as the CSV does
+    assert invoke("scan", listing, "--workers", "100000").exit_code == 2
+    assert invoke("extract", "folder", batch, "--limit", "0", "--out", tmp_path / "faces").exit_code == 2
+    assert invoke("extract", "folder", batch, "--train", "0.9", "--val", "0.9", "--out", tmp_path / "faces").exit_code == 2
+    assert not (tmp_path / "faces").exists()

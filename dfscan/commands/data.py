@@ -73,6 +73,11 @@ def extract_command(
         raise _fail(f"{root} does not exist")
     if frames < 1 or size < 16 or not 0.0 <= margin <= 2.0 or max_faces < 1:
         raise _fail("need --frames >= 1, --size >= 16, 0 <= --margin <= 2, --max-faces >= 1")
+    if limit is not None and limit < 1:
+        raise _fail(f"--limit must be at least 1, not {limit}")
+    if not all(0.0 <= f <= 1.0 for f in (train, val, test)) or train + val + test > 1.0 + 1e-9:
+        raise _fail(f"--train, --val and --test must be fractions in [0, 1] that add up to at most 1, not "
+                    f"{train}, {val}, {test}")
     try:
         items = read_dataset(dataset, root, compression, _split_methods(methods) or None, (train, val, test))
     except (ValueError, OSError) as exc:

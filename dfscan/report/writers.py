@@ -21,27 +21,35 @@ class ResultWriter(Protocol):
     def done_keys(self) -> set[str]: ...
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """A scan killed mid-write can leave a last line without its newline: cut it so the row is redone."""
+def _drop_partial_last_line(path: Path, quoted_newlines: bool = False) -> None:
+    """A scan killed mid-write can leave a last row without its end: cut it so the row is redone.
+    quoted_newlines (CSV): a newline inside a quoted cell (a file name may hold one) does not end a row; with
+    Python's csv dialect a newline ends one exactly when the quotes before it are even in number."""
     with open(path, "rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        fh.seek(0)
         data = fh.read()
-        fh.seek(0)
-        fh.truncate(data.rfind(b"\n") + 1)
+        end = data.rfind(b"\n") + 1
+        if quoted_newlines:
+            end = _end_of_last_csv_row(data)
+        if end != len(data):
+            fh.seek(0)
+            fh.truncate(end)
+
+
+def _end_of_last_csv_row(data: bytes) -> int:
+    end = start = quotes = 0
+    while (newline := data.find(b"\n", start)) >= 0:
+        quotes += data.count(b'"', start, newline)
+        if quotes % 2 == 0:  # this newline is outside any quoted cell
+            end = newline + 1
+        start = newline + 1
+    return end
 
 
 class _LineWriter:
     def __init__(self, path: str | Path, resume: bool = False):
         self.path = Path(path)
         if resume and self.path.exists():
-            _drop_partial_last_line(self.path)
+            _drop_partial_last_line(self.path, quoted_newlines=isinstance(self, CsvWriter))
             self._done = self._read_done()
             self._keys: set[str] = set()
             mode = "a"
