@@ -15,6 +15,7 @@ Conventions:
 from __future__ import annotations
 
 import bisect
+import errno
 import math
 import os
 import queue
@@ -185,7 +186,12 @@ def _check_frame_budget(file: Path, frame_count: int | None, max_frames: int) ->
 def _checked_path(path: str | Path) -> Path:
     file = Path(path)
     if not file.exists():
-        raise InputError(f"{file}: no such file")
+        try:
+            os.stat(file)
+        except OSError as exc:  # a link to nowhere, or round in a loop: say which
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{file}: a symbolic link loop") from None
+        raise InputError(f"{file}: no such file" + (" (a link to a missing file)" if file.is_symlink() else ""))
     if file.is_dir():
         raise InputError(f"{file}: is a directory, not a video file")
     if not file.is_file():

@@ -494,3 +494,15 @@ def test_a_video_listed_twice_is_scanned_once_and_absurd_counts_are_refused(batc
     assert invoke("extract", "folder", batch, "--limit", "0", "--out", tmp_path / "faces").exit_code == 2
     assert invoke("extract", "folder", batch, "--train", "0.9", "--val", "0.9", "--out", tmp_path / "faces").exit_code == 2
     assert not (tmp_path / "faces").exists()
+
+
+def test_links_to_nowhere_and_videos_given_as_labels_say_what_they_are(tmp_path, face_video, bundles):
+    (tmp_path / "one").symlink_to(tmp_path / "two")
+    (tmp_path / "two").symlink_to(tmp_path / "one")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    looped = invoke("check", tmp_path / "one", "--model", bundles["neutral"])
+    assert looped.exit_code == 3 and "symbolic link loop" in looped.output
+    dangling = invoke("check", tmp_path / "dangling.mp4", "--model", bundles["neutral"])
+    assert dangling.exit_code == 3 and "a link to a missing file" in dangling.output
+    as_labels = invoke("eval", face_video, "--model", bundles["neutral"])
+    assert as_labels.exit_code == 2 and str(face_video) in as_labels.output and "labels CSV" in as_labels.output

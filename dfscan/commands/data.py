@@ -154,6 +154,8 @@ def eval_command(
             result = evaluate_videos(model, data, split_arg, threshold, device=device, frames=frames)
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
+    except UnicodeDecodeError as exc:  # a video or image given where a labels CSV was expected
+        raise _fail(f"{data}: not a labels CSV or face set (not UTF-8 text: {exc.reason})") from None
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     lrs = add_lr_and_groups(result, manifest, folds, lookup, group_by)
