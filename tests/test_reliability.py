@@ -492,7 +492,8 @@ def test_a_video_listed_twice_is_scanned_once_and_absurd_counts_are_refused(batc
     assert "│    1 │" in result.output  # the summary counts the one video, as the CSV does
     assert invoke("scan", listing, "--workers", "100000").exit_code == 2
     assert invoke("extract", "folder", batch, "--limit", "0", "--out", tmp_path / "faces").exit_code == 2
-    assert invoke("extract", "folder", batch, "--train", "0.9", "--val", "0.9", "--out", tmp_path / "faces").exit_code == 2
+    split = ["--train", "0.9", "--val", "0.9"]
+    assert invoke("extract", "folder", batch, *split, "--out", tmp_path / "faces").exit_code == 2
     assert not (tmp_path / "faces").exists()
 
 
