@@ -318,7 +318,8 @@ def robustness(
     json_out: bool = typer.Option(False, "--json", help="Print rows, per-degradation summary and AUC as JSON."),
 ) -> None:
     """Re-encode each input (several CRFs, downscales, a social-media transcode), rescan, and report how
-    scores and verdicts move; AUC per degradation on a labelled folder."""
+    scores and verdicts move; AUC per degradation on a labelled folder. Exit 0, or 3 when an input could not
+    be scanned (its row says why)."""
     import json  # noqa: PLC0415
 
     from rich.table import Table  # noqa: PLC0415
@@ -340,10 +341,13 @@ def robustness(
     from dfscan.outputs import Output  # noqa: PLC0415
 
     _check_outputs([Output("--keep", "folder", keep)], [target, *paths], overwrite=False)
+    if not paths:
+        raise _fail(f"{target}: no video to re-encode", EXIT_INPUT_FAILED)
     report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
+    failed = any(row.degradation == "original" and row.label == "ERROR" for row in report.rows)
     if json_out:
         print(json.dumps(report.to_dict(), indent=2))
-        raise typer.Exit(EXIT_OK)
+        raise typer.Exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
     table = Table(title="robustness: score change under re-encoding")
     for col in ("video", "degradation", "label", "score", "delta", "flipped"):
         table.add_column(col)
@@ -359,6 +363,7 @@ def robustness(
         summary.add_row(name, str(stats["videos"]), str(stats["flips"]), fmt(stats["mean_abs_delta"]),
                         fmt(stats["max_abs_delta"]), fmt(stats["auc"]))
     out.print(summary)
+    raise typer.Exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
 @app.command()

@@ -54,3 +54,14 @@ def test_robustness_command_json(face_video, bundles):
     assert '"crf32"' in result.stdout
     bad = CliRunner().invoke(app, ["robustness", str(face_video), "-d", "crf99"])
     assert bad.exit_code == 2 and set(DEGRADATIONS) >= {"crf23", "social"}
+
+
+def test_robustness_of_inputs_that_cannot_be_scanned_is_exit_3(bundles, tmp_path):
+    broken = tmp_path / "text.mp4"
+    broken.write_text("not a video")
+    result = CliRunner().invoke(app, ["robustness", str(broken), "--model", str(bundles["neutral"]), "-d", "crf32"])
+    assert result.exit_code == 3 and "ERROR" in result.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = CliRunner().invoke(app, ["robustness", str(empty), "--model", str(bundles["neutral"])])
+    assert none.exit_code == 3 and "no video" in none.output
