@@ -54,14 +54,14 @@ mapfile -t SOURCES < <(ls "$CLIPS"/*.mp4 2>/dev/null || "$PY" -c "from dfscan.as
 for ((i = 0; i < COPIES; i++)); do cp "${SOURCES[i % ${#SOURCES[@]}]}" "$SCAN_DIR/$(printf %03d $i)_$(basename "${SOURCES[i % ${#SOURCES[@]}]}")"; done
 # seconds CMD...: runs CMD (its output to the log), prints the wall seconds; exit 1 (FAKE) and 3 (some ERROR rows) pass
 seconds() { local t0 rc=0; t0=$(date +%s.%N); "$@" >&2 || rc=$?; ((rc <= 3)) || exit "$rc"; awk "BEGIN{print $(date +%s.%N) - $t0}"; }
-LOCAL_S=$(seconds "${DFSCAN[@]}" scan "$SCAN_DIR" --device cuda --csv "$OUT/scan_cuda.csv" --quiet)
+LOCAL_S=$(seconds "${DFSCAN[@]}" scan "$SCAN_DIR" --device cuda --csv "$OUT/scan_cuda.csv" --overwrite --quiet)
 echo "local engine, CUDA: $COPIES videos in $LOCAL_S s"
 "$PY" bench/scan_speed.py --device cuda --json "$OUT/scan_speed_cuda.json" | tee "$OUT/scan_speed_cuda.txt"
 
 step "scan on Ray, --gpus-per-actor 0.5 (2 actors per GPU)"
 ACTORS=$((2 * GPUS))
 RAY_S=$(seconds "${DFSCAN[@]}" scan "$SCAN_DIR" --engine ray --actors "$ACTORS" --gpus-per-actor 0.5 \
-        --csv "$OUT/scan_ray_cuda.csv" --quiet)
+        --csv "$OUT/scan_ray_cuda.csv" --overwrite --quiet)
 echo "ray engine, $ACTORS actors: $COPIES videos in $RAY_S s"
 "$PY" - "$OUT/scan_cuda.csv" "$OUT/scan_ray_cuda.csv" <<'EOF'
 import csv, sys

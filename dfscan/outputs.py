@@ -66,6 +66,13 @@ def is_earlier_output(path: Path, kind: str) -> bool:
     return False
 
 
+def _holds_rows(path: Path, kind: str) -> bool:
+    """Whether an earlier CSV/JSONL output holds a result (more than a CSV header): a batch never drops one
+    unasked."""
+    rows = _head(path, 1 << 16).split(b"\n")
+    return any(line.strip() for line in (rows[1:] if kind == "csv" else rows))
+
+
 def _first_line(path: Path, limit: int = 1 << 24) -> bytes:
     with open(path, "rb") as fh:
         return fh.readline(limit)
@@ -123,6 +130,9 @@ def _check_file(out: Output, overwrite: bool, appending: bool) -> None:
         # a device, pipe or socket: replacing it would destroy it (/dev/null), reading it may never end
         raise OutputError(f"cannot write {path}: not a regular file; give a file path")
     if is_earlier_output(path, out.kind):
+        if out.kind in ("csv", "jsonl") and not appending and not overwrite and _holds_rows(path, out.kind):
+            raise OutputError(f"{out.option} {path} holds the results of an earlier scan: --resume adds to them, "
+                              "--overwrite replaces them, or give another path")
         return
     if appending:
         raise OutputError(f"{out.option} {path} is not an earlier dfscan {out.kind} output: cannot resume into it")

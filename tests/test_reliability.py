@@ -129,8 +129,14 @@ def test_unrelated_existing_file_needs_overwrite(batch, bundles, tmp_path):
     assert invoke("check", batch / "a.mp4", "--report", report, "--model", bundles["neutral"]).exit_code == 2
     assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--overwrite").exit_code == 3
     assert _csv_paths(notes)  # replaced by a dfscan CSV
-    # an earlier output of the same kind may be replaced without --overwrite
-    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"]).exit_code == 3
+    # earlier results are never dropped unasked: --resume adds to them, --overwrite replaces them
+    again = invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"])
+    assert again.exit_code == 2 and "--resume" in again.output and len(_csv_paths(notes)) == 4
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--resume").exit_code == 0
+    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--overwrite").exit_code == 3
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(notes.read_text().splitlines()[0] + "\n")  # an earlier output without a row
+    assert invoke("scan", batch, "--csv", header_only, "--model", bundles["neutral"]).exit_code == 3
 
 
 def test_unwritable_destination_is_named_before_scanning(batch, bundles, tmp_path):
