@@ -151,7 +151,7 @@ class Scanner:
         # Frames are decoded ahead on a second thread while earlier ones are detected and scored; a chunk is
         # detected as soon as its last frame is one the detector runs its full cascade on.
         on_gpu = self.scorer.provider != "CPUExecutionProvider"
-        with decoding or decode_ahead(path, CHUNK_FRAMES, **_decode_options(settings, on_gpu)) as frames:
+        with decoding or _decoding(path, settings, threaded=on_gpu) as frames:
             for frame in frames:
                 if frame is RESTART:  # the reader starts a new pass (truncated file, failed seek)
                     faces, detection, chunk = _Faces(timings=faces.timings), self._face_stream(), []
@@ -276,7 +276,13 @@ def decode_for_scan(path: str | Path, settings: ScanSettings, model: str | Path 
 
         settings = resolve_scan_settings(settings, load_manifest(model or default_bundle_path(), verify=False))
     may_use_gpu = device == "cuda" or (device == "auto" and gpu_runtime_installed())
-    return decode_ahead(path, CHUNK_FRAMES, **_decode_options(settings, may_use_gpu))
+    return _decoding(path, settings, threaded=may_use_gpu)
+
+
+def _decoding(path: str | Path, settings: ScanSettings, threaded: bool,
+              after: decode_ahead | None = None) -> decode_ahead:
+    """A scan's frames, decoded on a thread of their own at most a chunk ahead (after `after`'s, if given)."""
+    return decode_ahead(path, CHUNK_FRAMES, after=after, **_decode_options(settings, threaded))
 
 
 def _decode_options(settings: ScanSettings, on_gpu: bool) -> dict[str, Any]:
@@ -368,7 +374,7 @@ def _scan_in_turn(scanner: Scanner, paths: Iterable[str | Path], settings: ScanS
     opened: list[decode_ahead] = []
 
     def decoding(path: str | Path, after: decode_ahead | None) -> decode_ahead:
-        ahead = decode_ahead(path, CHUNK_FRAMES, after=after, **_decode_options(settings, on_gpu))
+        ahead = _decoding(path, settings, on_gpu, after)
         opened.append(ahead.__enter__())
         return ahead
 

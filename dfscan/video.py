@@ -356,6 +356,17 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
     (a truncated file), as does a run of MAX_DECODE_ERRORS bad packets. skipping: packets of frames it does
     not need go to the decoder with FFmpeg's skip_frame at NONREF (a frame another one refers to is still
     decoded; one none does is dropped unseen)."""
+    if skipping is None:
+        yield from _decode_packets(container, stream, file, budget, None)
+        return
+    try:
+        yield from _decode_packets(container, stream, file, budget, skipping)
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"  # never left skipping for a later pass, however this one ends
+
+
+def _decode_packets(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
+                    budget: _DecodeBudget | None, skipping: _Skipping | None) -> Iterator[av.VideoFrame]:
     errors = 0
     packets = container.demux(stream)
     context = stream.codec_context
@@ -377,12 +388,12 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
             if errors > MAX_DECODE_ERRORS:
                 break
             continue
-        finally:
-            context.skip_frame = "DEFAULT"  # never left skipping for a later pass, however this one ends
         for frame in decoded:
             if budget is not None:
                 budget.check(file)
             yield frame
+    if skipping is not None:
+        context.skip_frame = "DEFAULT"  # the frames still in the decoder's reorder buffer
     try:
         yield from stream.decode(None)
     except av.FFmpegError:
@@ -404,7 +415,8 @@ class _Skipping:
         self.ranks, self.needed, self.time_base = ranks, needed, time_base
 
     def needs(self, pts: int | None) -> bool:
-        return pts is None or self.ranks.get(pts) in self.needed or pts not in self.ranks
+        rank = self.ranks.get(pts) if pts is not None else None
+        return rank is None or rank in self.needed  # a packet not among the shown ones is decoded as always
 
     def numbered(self, frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int, av.VideoFrame]]:
         """(index, frame) as `enumerate` gives them when every frame is decoded; raises _SkipMismatch when a

@@ -65,7 +65,7 @@ def test_decoding_and_scoring_ahead_change_no_result(face_video, bundles, monkey
     ahead = scanner.scan(face_video, ScanSettings(all_frames=True)).to_dict()
 
     class DecodeInTurn:
-        def __init__(self, path, depth, **options):
+        def __init__(self, path, depth, after=None, **options):
             self.path, self.options, self.info = path, options, None
 
         def __enter__(self):

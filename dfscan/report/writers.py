@@ -4,11 +4,12 @@ Paths are read back through `unescape_text` / `csv_uncell` (the lossless escape 
 compared by `path_key` (the resolved path), so a resume that spells the root differently still matches."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Iterator, Protocol
 
 from dfscan.inputs import path_key
 from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
@@ -45,6 +46,15 @@ def _end_of_last_csv_row(data: bytes) -> int:
     return end
 
 
+@contextlib.contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """A write that fails (a disk that filled up) names its file, for the one error printer."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
 class _LineWriter:
     def __init__(self, path: str | Path, resume: bool = False):
         self.path = Path(path)
@@ -75,11 +85,9 @@ class _LineWriter:
 
     def write(self, result: VideoResult) -> None:
         """Append one result's row and put it on disk before returning."""
-        try:
+        with _naming_errors(self.path):
             self._write_row(result)
             self._flush()
-        except OSError as exc:  # a disk that filled up: the one error printer names the file
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         self._done.add(result.path)
         self._keys.add(path_key(result.path))
 
@@ -91,10 +99,8 @@ class _LineWriter:
         os.fsync(self.fh.fileno())
 
     def close(self) -> None:
-        try:
+        with _naming_errors(self.path):
             self.fh.close()
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
 
 class CsvWriter(_LineWriter):
