@@ -45,11 +45,15 @@ class StageClock:
         self.items: dict[str, int] = defaultdict(int)
         self._undo: list[Callable[[], None]] = []
 
-    def wrap(self, owner: Any, name: str, stage: str | Callable[..., str], count: Callable[..., int] | None = None) -> None:
+    def wrap(self, owner: Any, name: str, stage: str | Callable[..., str | None],
+             count: Callable[..., int] | None = None) -> None:
+        """Time calls of owner.name under the label `stage` gives (None: a call within another wrapped one)."""
         original = getattr(owner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             label = stage(*args) if callable(stage) else stage
+            if label is None:
+                return original(*args, **kwargs)
             t0 = time.process_time()
             try:
                 return original(*args, **kwargs)
@@ -71,11 +75,14 @@ class StageClock:
 def instrument(clock: StageClock, detector: Any) -> None:
     m = mtcnn_module
     clock.wrap(m, "pyramid_level", "pnet resample (pyramid levels)")
-    clock.wrap(detector, "_run_pnet", "pnet network", count=lambda batch: int(np.prod(batch.shape[-2:])) * len(batch))
+    clock.wrap(detector, "_run_pnet", "pnet network",
+               count=lambda pnet, batch: int(np.prod(batch.shape[-2:])) * len(batch))
     clock.wrap(detector, "_pnet_windows", "pnet windows")
     clock.wrap(m, "nms", "nms")
     clock.wrap(m, "area_crops", lambda integral, regions, size: f"crops {size} px", count=lambda i, regions, s: len(regions))
-    names = {id(detector.rnet): "rnet network", id(detector.onet): "onet network"}
+    networks = [n for n in (detector.networks, detector._large_frame_networks) if n is not None]
+    names = {id(session): f"{stage} network" for n in networks for stage, session in zip(n._fields, n)}
+    names.update({id(n.pnet): None for n in networks})  # timed by _run_pnet
     clock.wrap(m, "_run_in_chunks", lambda session, batch, *_: names.get(id(session), "network"),
                count=lambda session, batch, *_: len(batch))
     clock.wrap(m, "integral_image", "integral images")
@@ -182,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.process_time()
         _, frames = sample_frames(video, n=args.frames)
         decode_s += time.process_time() - t0
-        print(f"{video.name}: {len(frames)} frames {frames[0].image.shape[1]}x{frames[0].image.shape[0]}", flush=True)
+        height, width = frames[0].image.shape[:2]
+        runtime = DetectorSettings().build("cpu", args.threads).runtime_for(height, width)
+        print(f"{video.name}: {len(frames)} frames {width}x{height}, networks on {runtime}", flush=True)
         reference = load_boxes(args.compare_boxes) if args.compare_boxes else None
         for total, variant in zip(totals, settings):
             found, timing = detect(frames, variant, args.threads, args.repeat)

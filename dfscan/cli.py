@@ -380,12 +380,14 @@ def info(model: Optional[Path] = ModelOpt) -> None:
 
 @app.command()
 def version() -> None:
-    """Print dfscan's version and the onnxruntime providers available."""
+    """Print dfscan's version, the onnxruntime providers available and what runs the face detector on CPU."""
+    from dfscan.runtime import cpu_runtime  # noqa: PLC0415
+
     try:
         import onnxruntime as ort  # noqa: PLC0415
 
         providers = ", ".join(ort.get_available_providers())
-        runtime = f"onnxruntime {ort.__version__} ({providers})"
+        runtime = f"onnxruntime {ort.__version__} ({providers}); face detector on CPU: {cpu_runtime()}"
     except ImportError:
         runtime = "onnxruntime not installed"
     print(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")

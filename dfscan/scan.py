@@ -51,6 +51,7 @@ class _Faces:
     # seconds the scan waited for frames, detected, and cropped and waited for scores (scoring overlaps detection)
     timings: dict[str, float] = field(default_factory=lambda: {"decode_s": 0.0, "detect_s": 0.0, "score_s": 0.0})
     trimmed_at: int = 0   # frames scored when freed memory was last handed back
+    detector_runtime: str | None = None   # what ran the face detector's networks on these frames
     # The last chunk's faces and their scores to come: a chunk is scored on a thread of its own while the next
     # is detected, which fills the gaps that detection's serial steps (NMS, box arithmetic) leave in the cores.
     pending: tuple[list[Detection], Future[np.ndarray]] | None = None
@@ -171,6 +172,7 @@ class Scanner:
             faces.release_memory()
         info = frames.info
         result.video = info.to_dict()
+        result.settings["detector"]["runtime"] = faces.detector_runtime
         t1 = time.perf_counter()
         if settings.hash_input:
             result.video["sha256"] = sha256_file(path)
@@ -198,6 +200,7 @@ class Scanner:
         """Detect, crop and score one chunk of decoded frames; keep only boxes and scores."""
         t0 = time.perf_counter()
         per_frame = detection.detect(chunk)
+        faces.detector_runtime = self.detector.runtime_for(*chunk[0].image.shape[:2])
         t1 = time.perf_counter()
         crops, owners = [], []
         for frame, detections in zip(chunk, per_frame):

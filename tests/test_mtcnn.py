@@ -19,6 +19,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from dfscan.faces.mtcnn import MTCNN, FaceDetections, area_resize, integral_image, is_full  # noqa: E402
+from dfscan import runtime  # noqa: E402
+from dfscan.errors import UsageError  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mtcnn"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -186,6 +188,50 @@ def test_runs_spread_over_cores_give_the_same_faces() -> None:
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
+@pytest.fixture
+def cpu_runtime_variable(monkeypatch: pytest.MonkeyPatch):
+    """Sets DFSCAN_CPU_RUNTIME for one test; the choice is read once per process, so it is read again after."""
+    def choose(value: str) -> None:
+        monkeypatch.setenv(runtime.CPU_RUNTIME_VARIABLE, value)
+        runtime._openvino_core.cache_clear()
+    yield choose
+    monkeypatch.undo()
+    runtime._openvino_core.cache_clear()
+
+
+def test_openvino_and_onnxruntime_find_the_same_faces(cpu_runtime_variable) -> None:
+    """On CPU the networks run on OpenVINO where it is installed: the same faces as onnxruntime on 7 frames of
+    the crowd, boxes within a thousandth of a pixel (the two sum in different orders, so not bit for bit)."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'dfscan[cpu]' installs it)")
+    if not (CLIPS / "street_crowd.mp4").is_file():
+        pytest.skip(f"{CLIPS / 'street_crowd.mp4'} not available (../shared beside the checkout)")
+    frames = list(decode_frames("street_crowd.mp4", tuple(range(0, 63, 9))))
+    settings = {"device": "cpu", "min_face_size": 40, "factor": 0.6, "max_side": 640, "threads": 1}
+    cpu_runtime_variable("onnxruntime")
+    on_ort = MTCNN(**settings)
+    cpu_runtime_variable("openvino")
+    on_openvino = MTCNN(**settings)
+    height, width = frames[0].shape[:2]
+    assert on_ort.runtime_for(height, width).startswith("onnxruntime ")
+    assert on_openvino.runtime_for(height, width).startswith("openvino ")
+    ort_faces, openvino_faces = on_ort.detect_video(frames, 2), on_openvino.detect_video(frames, 2)
+    assert sum(len(f) for f in ort_faces) >= 20
+    for a, b in zip(ort_faces, openvino_faces):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2, rtol=0)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-2, rtol=0)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+
+
+def test_cpu_runtime_variable_is_checked(cpu_runtime_variable) -> None:
+    cpu_runtime_variable("onnxruntime")
+    assert runtime.cpu_runtime() == "onnxruntime"
+    assert MTCNN(device="cpu").provider == "CPUExecutionProvider"
+    cpu_runtime_variable("tensorrt")
+    with pytest.raises(UsageError, match="DFSCAN_CPU_RUNTIME must be one of auto, openvino, onnxruntime"):
+        MTCNN(device="cpu")
+
+
 def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
     image = load_image("astronaut.jpg")
     reference = full_res.detect(image)
@@ -198,6 +244,9 @@ def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
 def test_settings_and_provider() -> None:
     detector = MTCNN(device="cpu", min_face_size=32, max_side=640)
     assert detector.provider == "CPUExecutionProvider"
+    # OpenVINO (where installed) for frames whose detection pyramid pays for its start, onnxruntime below that
+    assert detector.runtime_for(1080, 1920).startswith(runtime.cpu_runtime() + " ")
+    assert detector.runtime_for(512, 512).startswith("onnxruntime ")
     assert detector.settings["min_face_size"] == 32 and detector.settings["max_side"] == 640
     assert {"thresholds", "factor"} <= set(detector.settings)
 

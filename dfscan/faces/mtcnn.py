@@ -1,4 +1,4 @@
-"""MTCNN face detection (Zhang et al. 2016) in numpy + onnxruntime, without torch.
+"""MTCNN face detection (Zhang et al. 2016) in numpy + onnxruntime (OpenVINO on CPU), without torch.
 
 A port of facenet-pytorch 2.6.0's `detect_face`: same pyramid, same thresholds and NMS rules, same box
 arithmetic in float32, and the same resampling. facenet-pytorch resizes with torch's
@@ -17,13 +17,13 @@ on every k-th frame, and on the frames between only RNet and ONet, seeded with t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 
 from dfscan.assets import MTCNN_DIR
-from dfscan.runtime import create_session, map_runs, parallel_runs, session_provider
+from dfscan.runtime import cpu_runtime, create_session, map_runs, parallel_runs, session_provider, session_runtime
 
 PNET_STRIDE = 2
 PNET_CELL = 12
@@ -46,6 +46,22 @@ INT32_SUM_LIMIT = 2**31 - 1
 # when their centres are at most this many sides apart and their sides within this ratio of each other.
 SEED_PAIR_DISTANCE = 3.0
 SEED_PAIR_SIZE_RATIO = 1.5
+# On CPU the networks run on OpenVINO where it is installed (dfscan.runtime): 2-2.5x faster than onnxruntime,
+# the same faces, but ~0.1 s more to load and compile them. Frames whose PNet pyramid is smaller than this stay
+# on onnxruntime: a 512 px talking head (37k pyramid pixels a frame) gains ~0.04 s over 32 frames and would pay
+# the whole 0.1 s (`dfscan check` 0.69 -> 0.70 s wall); 720p and larger (130k pixels and more) gain more.
+OPENVINO_MIN_PYRAMID_PIXELS = 100_000
+
+
+class _Networks(NamedTuple):
+    pnet: Any
+    rnet: Any
+    onet: Any
+
+    @classmethod
+    def open(cls, device: str, threads: int | None, openvino: bool) -> _Networks:
+        return cls(*(create_session(MTCNN_DIR / f"{name}.onnx", device, threads, openvino=openvino)
+                     for name in ("pnet", "rnet", "onet")))
 
 
 @dataclass
@@ -263,11 +279,11 @@ class MTCNN:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = factor
         self.max_side = max_side
-        session_threads, self.workers = parallel_runs(device, threads)
-        self.pnet = create_session(MTCNN_DIR / "pnet.onnx", device, session_threads)
-        self.rnet = create_session(MTCNN_DIR / "rnet.onnx", device, session_threads)
-        self.onet = create_session(MTCNN_DIR / "onet.onnx", device, session_threads)
-        self.provider: str = session_provider(self.pnet)
+        self.device, self.session_threads, self.workers = device, *parallel_runs(device, threads)
+        self.networks = _Networks.open(device, self.session_threads, openvino=False)
+        self.provider: str = session_provider(self.networks.pnet)
+        self._openvino_for_large_frames = self.provider == "CPUExecutionProvider" and cpu_runtime() == "openvino"
+        self._large_frame_networks: _Networks | None = None  # OpenVINO's, opened on the first large frame
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -275,6 +291,10 @@ class MTCNN:
         return {"min_face_size": self.min_face_size, "thresholds": list(self.thresholds), "factor": self.factor,
                 "max_side": self.max_side, "resize": "area (adaptive average pooling, as torch)",
                 "weights": "facenet-pytorch 2.6.0 MTCNN"}
+
+    def runtime_for(self, height: int, width: int) -> str:
+        """What runs the networks on images of this size, with its version (for provenance)."""
+        return session_runtime(self._networks_for(height, width).pnet)
 
     # ---------------------------------------------------------------------------------------- public
     def detect(self, image: np.ndarray) -> FaceDetections:
@@ -332,36 +352,54 @@ class MTCNN:
         return results
 
     # ---------------------------------------------------------------------------------------- stages
-    def _prepare(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], int, int, float, np.ndarray]:
-        """Integral images at detection size, that size, PNet's smallest face there, and the scale back."""
+    def _networks_for(self, height: int, width: int) -> _Networks:
+        if not self._openvino_for_large_frames:
+            return self.networks
+        scale = self._detection_scale(height, width)
+        det_height, det_width = max(1, round(height * scale)), max(1, round(width * scale))
+        min_face = self._min_face(scale)
+        pyramid = sum(int(det_height * s + 1) * int(det_width * s + 1)
+                      for s in pyramid_scales(det_height, det_width, min_face, self.factor))
+        if pyramid < OPENVINO_MIN_PYRAMID_PIXELS:
+            return self.networks
+        if self._large_frame_networks is None:
+            self._large_frame_networks = _Networks.open(self.device, self.session_threads, openvino=True)
+        return self._large_frame_networks
+
+    def _min_face(self, scale: float) -> float:
+        """PNet's smallest face in detection-image pixels."""
+        return self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
+
+    def _prepare(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], int, int, float, np.ndarray, _Networks]:
+        """Integral images at detection size, that size, PNet's smallest face there, the scale back and the
+        networks for frames of this size."""
         height, width = images[0].shape[:2]
         scale = self._detection_scale(height, width)
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
         det_height, det_width = images[0].shape[:2]
-        min_face = self.min_face_size if scale == 1.0 else max(MIN_DETECTION_FACE, self.min_face_size * scale)
         integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
         ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
-        return integrals, det_height, det_width, min_face, ratio
+        return integrals, det_height, det_width, self._min_face(scale), ratio, self._networks_for(height, width)
 
     def _detect_same_size(self, images: list[np.ndarray]) -> list[FaceDetections]:
-        integrals, det_height, det_width, min_face, ratio = self._prepare(images)
-        candidates = self._propose(integrals, det_height, det_width, min_face)
-        candidates = self._refine(integrals, candidates, det_width, det_height)
-        boxes, landmarks, candidates = self._output(integrals, candidates, det_width, det_height)
+        integrals, det_height, det_width, min_face, ratio, nets = self._prepare(images)
+        candidates = self._propose(nets, integrals, det_height, det_width, min_face)
+        candidates = self._refine(nets, integrals, candidates, det_width, det_height)
+        boxes, landmarks, candidates = self._output(nets, integrals, candidates, det_width, det_height)
         return [self._frame_result(boxes, landmarks, candidates, frame, ratio) for frame in range(len(images))]
 
     def _detect_sequence(self, images: list[np.ndarray], full_every: int,
                          before: FaceDetections | None) -> list[FaceDetections]:
-        integrals, det_height, det_width, min_face, ratio = self._prepare(images)
+        integrals, det_height, det_width, min_face, ratio, nets = self._prepare(images)
         n = len(images)
         full = [i for i in range(n) if i == n - 1 or is_full(i, full_every, before is not None)]
         between = [i for i in range(n) if i not in set(full)]
         full_integrals = [integrals[i] for i in full]
-        candidates = self._propose(full_integrals, det_height, det_width, min_face)
-        candidates = self._refine(full_integrals, candidates, det_width, det_height)
-        boxes, landmarks, candidates = self._output(full_integrals, candidates, det_width, det_height)
+        candidates = self._propose(nets, full_integrals, det_height, det_width, min_face)
+        candidates = self._refine(nets, full_integrals, candidates, det_width, det_height)
+        boxes, landmarks, candidates = self._output(nets, full_integrals, candidates, det_width, det_height)
         results: list[FaceDetections | None] = [None] * n
         for slot, frame in enumerate(full):
             results[frame] = self._frame_result(boxes, landmarks, candidates, slot, ratio)
@@ -381,8 +419,8 @@ class MTCNN:
             seeds.append(_Candidates(square(boxes_here.astype(np.float32)), np.ones(len(boxes_here), np.float32),
                                      np.full(len(boxes_here), slot, np.int64)))
         between_integrals = [integrals[i] for i in between]
-        seeded = self._refine_seeds(between_integrals, _Candidates.concatenate(seeds), det_width, det_height)
-        boxes, landmarks, seeded = self._output(between_integrals, seeded, det_width, det_height)
+        seeded = self._refine_seeds(nets, between_integrals, _Candidates.concatenate(seeds), det_width, det_height)
+        boxes, landmarks, seeded = self._output(nets, between_integrals, seeded, det_width, det_height)
         for slot, frame in enumerate(between):
             results[frame] = self._frame_result(boxes, landmarks, seeded, slot, ratio)
         return results  # type: ignore[return-value]
@@ -392,12 +430,13 @@ class MTCNN:
             return 1.0
         return self.max_side / max(height, width)
 
-    def _propose(self, integrals: Sequence[np.ndarray], height: int, width: int, min_face: float) -> _Candidates:
+    def _propose(self, nets: _Networks, integrals: Sequence[np.ndarray], height: int, width: int,
+                 min_face: float) -> _Candidates:
         """PNet over the pyramid: candidate windows, NMS per scale, then across scales, then regressed."""
         found, found_offsets = [], []
         for scale in pyramid_scales(height, width, min_face, self.factor):
             size = (int(height * scale + 1), int(width * scale + 1))
-            regression, probs = self._run_pnet(pyramid_level(integrals, *size))
+            regression, probs = self._run_pnet(nets.pnet, pyramid_level(integrals, *size))
             windows, offsets = self._pnet_windows(regression, probs, scale)
             keep = nms_per_frame(windows, PNET_SCALE_IOU)
             found.append(windows.take(keep))
@@ -412,9 +451,9 @@ class MTCNN:
         boxes = windows.boxes + offsets * np.concatenate([widths, widths], axis=1)
         return _Candidates(square(boxes), windows.scores, windows.frames)
 
-    def _run_pnet(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_pnet(self, pnet: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_run = max(1, PNET_PIXELS_PER_RUN // (batch.shape[2] * batch.shape[3]))
-        regression, probs = _run_in_chunks(self.pnet, batch, self.workers, per_run)
+        regression, probs = _run_in_chunks(pnet, batch, self.workers, per_run)
         return regression, probs
 
     def _pnet_windows(self, regression: np.ndarray, probs: np.ndarray,
@@ -429,29 +468,29 @@ class MTCNN:
         offsets = regression.transpose(0, 2, 3, 1)[frames, ys, xs]
         return _Candidates(boxes, probs[frames, 1, ys, xs], frames.astype(np.int64)), offsets
 
-    def _refine(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
+    def _refine(self, nets: _Networks, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> _Candidates:
         """RNet on 24x24 crops: rescored, NMS, regressed, squared."""
-        return self._rnet_select(*self._rnet(integrals, candidates, width, height))
+        return self._rnet_select(*self._rnet(nets, integrals, candidates, width, height))
 
-    def _refine_seeds(self, integrals: Sequence[np.ndarray], seeds: _Candidates, width: int,
+    def _refine_seeds(self, nets: _Networks, integrals: Sequence[np.ndarray], seeds: _Candidates, width: int,
                       height: int) -> _Candidates:
         """`_refine` of the seeds together with each seed moved (and squared) where RNet's regression points,
         whatever its score: a seed a third of a face off is pulled onto the face. The seeds' RNet outputs are
         used for both steps."""
-        seeds, regression, probs = self._rnet(integrals, seeds, width, height)
+        seeds, regression, probs = self._rnet(nets, integrals, seeds, width, height)
         moved = _Candidates(square(regress(seeds.boxes, regression)), seeds.scores, seeds.frames)
-        moved, moved_regression, moved_probs = self._rnet(integrals, moved, width, height)
+        moved, moved_regression, moved_probs = self._rnet(nets, integrals, moved, width, height)
         return self._rnet_select(_Candidates.concatenate([seeds, moved]), np.concatenate([regression, moved_regression]),
                                  np.concatenate([probs, moved_probs]))
 
-    def _rnet(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
+    def _rnet(self, nets: _Networks, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
               height: int) -> tuple[_Candidates, np.ndarray, np.ndarray]:
         """The candidates with a usable crop, and RNet's box regression and probabilities for each."""
         candidates, crops = self._crops(integrals, candidates, width, height, RNET_SIZE)
         if not len(candidates):
             return candidates, np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32)
-        regression, probs = _run_in_chunks(self.rnet, crops, self.workers)
+        regression, probs = _run_in_chunks(nets.rnet, crops, self.workers)
         return candidates, regression, probs
 
     def _rnet_select(self, candidates: _Candidates, regression: np.ndarray, probs: np.ndarray) -> _Candidates:
@@ -462,13 +501,13 @@ class MTCNN:
         boxes = regress(candidates.boxes, regression[passed][keep])
         return _Candidates(square(boxes), candidates.scores, candidates.frames)
 
-    def _output(self, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
+    def _output(self, nets: _Networks, integrals: Sequence[np.ndarray], candidates: _Candidates, width: int,
                 height: int) -> tuple[np.ndarray, np.ndarray, _Candidates]:
         """ONet on 48x48 crops: final score, landmarks, regressed boxes, final NMS."""
         candidates, crops = self._crops(integrals, candidates, width, height, ONET_SIZE)
         if not len(candidates):
             return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), candidates
-        regression, points, probs = _run_in_chunks(self.onet, crops, self.workers)
+        regression, points, probs = _run_in_chunks(nets.onet, crops, self.workers)
         passed = probs[:, 1] > self.thresholds[2]
         candidates = _Candidates(candidates.boxes[passed], probs[passed, 1], candidates.frames[passed])
         landmarks = _landmarks(candidates.boxes, points[passed])
