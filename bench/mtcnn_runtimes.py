@@ -39,7 +39,8 @@ def cpu_ms(run: Callable[[], object], runs: int, repeat: int) -> float:
 def networks(args: argparse.Namespace) -> None:
     cv2.setNumThreads(1)
     core = runtime._openvino_core()
-    print(f"{'network':8} {'input':16} {'onnxruntime ms':>15} {'OpenVINO ms':>12} {'diff':>8} {'cv2.dnn ms':>11} {'diff':>8}")
+    print(f"{'network':8} {'input':16} {'onnxruntime ms':>15} {'OpenVINO ms':>12} {'diff':>8} "
+          f"{'cv2.dnn ms':>11} {'diff':>8}")
     for name, shapes in SHAPES.items():
         path = MTCNN_DIR / f"{name}.onnx"
         session = runtime.create_session(path, "cpu", 1)
@@ -93,7 +94,8 @@ def videos(args: argparse.Namespace) -> None:
             if len(a):
                 box_diff = max(box_diff, float(np.abs(a.boxes - b.boxes).max()))
                 score_diff = max(score_diff, float(np.abs(a.scores - b.scores).max()))
-        print(f"{video.name}: {len(frames)} frames, detection {ort_s:.3f} -> {openvino_s:.3f} CPU s ({used})", flush=True)
+        print(f"{video.name}: {len(frames)} frames, detection {ort_s:.3f} -> {openvino_s:.3f} CPU s ({used})",
+              flush=True)
     print(f"\n{len(args.videos)} videos: detection {seconds['onnxruntime']:.2f} CPU s on onnxruntime, "
           f"{seconds['openvino']:.2f} with OpenVINO for large frames; {faces:,} faces in frames with the same count, "
           f"{frames_differ} frames with another count; largest box corner difference {box_diff:.4f} px, "

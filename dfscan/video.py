@@ -43,6 +43,7 @@ SEEK_ADVANTAGE = 0.6         # seek only when its estimated cost is below this s
 MIN_FRAMES_FOR_SEEKING = 300  # shorter clips always decode straight through (exact indices, no seek risk)
 REORDER_MARGIN_FRAMES = 4    # seek this far before a target: MP4 seeks by dts, and a B-frame stream's
                              # keyframe shows (pts) a few frames after its dts
+SEEK_SKIP_MARGIN_FRAMES = 3  # after a seek, frames at least this far before the target need not be decoded
 MAX_PIXELS = 8192 * 8192
 MAX_DECODE_ERRORS = 50       # corrupt packets tolerated before a file is treated as ending there
 
@@ -430,6 +431,37 @@ class _Skipping:
             yield rank, frame
 
 
+class _SeekSkipping:
+    """For a seeking pass: the packets of frames at least SEEK_SKIP_MARGIN_FRAMES before the target being
+    sought go to the decoder with skip_frame at NONREF. Whichever of them no other frame refers to is dropped
+    unseen; no choice can fall on it unless it was the last frame before the target, which `check` finds."""
+
+    def __init__(self, time_base: Any):
+        self.time_base = time_base
+        self.limit: int | None = None   # packets with a pts below this may go undecoded
+        self.sent: list[int] = []       # pts of the packets sent with NONREF since the last seek
+
+    def restart(self) -> None:
+        self.limit, self.sent = None, []
+
+    def aim(self, skip_before_s: float) -> None:
+        self.limit = math.floor(skip_before_s / self.time_base)
+
+    def needs(self, pts: int | None) -> bool:
+        if pts is None or self.limit is None or pts >= self.limit:
+            return True
+        self.sent.append(pts)
+        return False
+
+    def check(self, previous_pts: int | None, pts: int) -> None:
+        """Raises _SkipMismatch if a frame sent with NONREF lies between the last frame before the target that
+        came out (previous_pts; None: none since the seek) and the frame at or after it (pts): frames come out
+        in presentation order, so had it been decoded it would have been the last before the target."""
+        low = -math.inf if previous_pts is None else previous_pts
+        if any(low < sent < pts for sent in self.sent):
+            raise _SkipMismatch
+
+
 def _packet_timestamps(file: Path) -> list[int] | None:
     """The pts of the video packets a decoder shows, in presentation order, from a demux pass without decoding;
     None when a packet lacks one, two share one, or the file cannot be read to its end (then every frame is
@@ -591,7 +623,13 @@ class _Sampler:
         long_enough = (self.info.frame_count or 0) >= MIN_FRAMES_FOR_SEEKING
         keyframe_interval_s = _keyframe_interval_s(self.stream, self.info.duration_s) if long_enough else None
         if keyframe_interval_s and _should_seek(self.info, len(targets), keyframe_interval_s):
-            if (yield from self._by_seeking(targets, keyframe_interval_s)):
+            try:
+                done = yield from self._by_seeking(targets, keyframe_interval_s, self._seek_skipping())
+            except _SkipMismatch:  # a frame left undecoded was one a choice falls on: seek again, decoding all
+                self.stream.codec_context.skip_frame = "DEFAULT"
+                yield RESTART
+                done = yield from self._by_seeking(targets, keyframe_interval_s, None)
+            if done:
                 return
             self._rewind()
             yield RESTART
@@ -668,10 +706,13 @@ class _Sampler:
             yield self._convert(*previous)  # targets past the last frame get the last frame once
         return last_time
 
-    def _by_seeking(self, targets: list[float], keyframe_interval_s: float) -> Iterator[SampledFrame]:
+    def _by_seeking(self, targets: list[float], keyframe_interval_s: float,
+                    skipping: _SeekSkipping | None = None) -> Iterator[SampledFrame]:
         """Per target: seek to the keyframe before it and decode forward to it, unless the target is close
         enough ahead that decoding on from the current position is cheaper. Returns False if seeking
-        fails (the frames yielded so far are then to be dropped)."""
+        fails (the frames yielded so far are then to be dropped). skipping: the frames well before each
+        target that no other frame refers to are not decoded; raises _SkipMismatch if one of them would
+        have been chosen."""
         fps = self.info.fps or 25.0
         skip_limit_s = (keyframe_interval_s * fps / 2 + SEEK_OVERHEAD_FRAMES) / fps
         frames: Iterator[tuple[av.VideoFrame, int, float]] | None = None
@@ -680,33 +721,39 @@ class _Sampler:
         last_index = -1
         for target in targets:
             if frames is None or target - position > skip_limit_s:
-                frames, held = self._seek(target, fps), None
+                frames, held = self._seek(target, fps, skipping), None
                 if frames is None:
                     return False
-            picked, held, position = self._pick(frames, held, target, fps, last_index)
+            if skipping is not None:
+                skipping.aim(self.start + target - SEEK_SKIP_MARGIN_FRAMES / fps)
+            picked, held, position = self._pick(frames, held, target, fps, last_index, skipping)
             if picked is None:
                 return False
             last_index = picked.index
             yield picked
         return True
 
-    def _seek(self, target: float, fps: float) -> Iterator[tuple[av.VideoFrame, int, float]] | None:
+    def _seek(self, target: float, fps: float,
+              skipping: _SeekSkipping | None = None) -> Iterator[tuple[av.VideoFrame, int, float]] | None:
         stream = self.stream
         try:
             seek_to = max(self.start + target - REORDER_MARGIN_FRAMES / fps, self.start)
             self.container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
         except (av.FFmpegError, OSError):
             return None
-        return self._timed_frames(fps)
+        if skipping is not None:
+            skipping.restart()
+        return self._timed_frames(fps, skipping)
 
-    def _timed_frames(self, fps: float) -> Iterator[tuple[av.VideoFrame, int, float]]:
+    def _timed_frames(self, fps: float,
+                      skipping: _SeekSkipping | None = None) -> Iterator[tuple[av.VideoFrame, int, float]]:
         """Frames with an index estimated from their time (after a seek the decode count is unknown)."""
-        for frame in self._frames():
+        for frame in self._frames(skipping):
             now = self._time(frame, -1)
             yield frame, round(now * fps), now
 
     def _pick(self, frames: Iterator[tuple[av.VideoFrame, int, float]], held: tuple[av.VideoFrame, int, float] | None,
-              target: float, fps: float, last_index: int):
+              target: float, fps: float, last_index: int, skipping: _SeekSkipping | None = None):
         """Reads frames up to the first at or after `target`; returns (nearest unused frame, the frame to
         keep for the next target, time of the last frame read). (None, ...) if the stream ends first or
         the seek landed after the target."""
@@ -715,6 +762,8 @@ class _Sampler:
         for frame, index, now in frames:
             if frame.pts is None:
                 return None, None, now  # no timestamps to seek by: the caller decodes straight through
+            if skipping is not None and now >= target:  # before the first frame, a dropped one is no candidate
+                skipping.check(None if previous is None else previous[0].pts, frame.pts)
             if first and previous is None and now > target + 0.5 / fps:
                 return None, None, now
             first = False
@@ -728,8 +777,14 @@ class _Sampler:
 
     # - helpers -
 
-    def _frames(self, skipping: _Skipping | None = None) -> Iterator[av.VideoFrame]:
+    def _frames(self, skipping: _Skipping | _SeekSkipping | None = None) -> Iterator[av.VideoFrame]:
         return _decode(self.container, self.stream, self.file, self.budget, skipping)
+
+    def _seek_skipping(self) -> _SeekSkipping | None:
+        """Skipping for a seeking pass where frames may go undecoded (a single-threaded decoder)."""
+        if not self.skip_unsampled or self.stream.time_base is None:
+            return None
+        return _SeekSkipping(self.stream.time_base)
 
     def _skippable(self, targets: list[float]) -> _Skipping | None:
         """Which frames the straight-through choice for these targets may fall on, where the rest can go

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -414,6 +415,76 @@ def test_frames_nobody_needs_go_undecoded_and_the_sample_is_the_same(tmp_path, m
             assert a is b if a is video.RESTART else (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
         if kind in ("x264", "shared") and options.get("n") == 8:
             assert 0 < skipped_shown < full_info["frame_count"]  # some frames were not decoded at all
+
+
+def _decoded_counter(monkeypatch) -> list:
+    """Counts the frames that come out of the decoder (a frame dropped with skip_frame never does)."""
+    decoded, decode = [], video._decode
+    monkeypatch.setattr(video, "_decode", lambda *args: (decoded.append(f) or f for f in decode(*args)))
+    return decoded
+
+
+SEEK_KINDS = {  # name: (file, codec, encoder options); every one has frames no other refers to
+    "x264": ("long.mp4", "libx264", None),
+    "vfr": ("vfr.mp4", "libx264", None),
+    "x264_open_gop": ("open_gop.mp4", "libx264", {"x264-params": "keyint=25:min-keyint=25:scenecut=0:open-gop=1"}),
+    "x264_mkv": ("long.mkv", "libx264", None),
+    "mpeg4_avi": ("mpeg4.avi", "mpeg4", {"bf": "2", "g": "25"}),
+    "hevc": ("hevc.mp4", "libx265", {"x265-params": "keyint=25:min-keyint=25:scenecut=0:log-level=error"}),
+}
+
+
+@pytest.mark.parametrize("kind", SEEK_KINDS)
+def test_seeking_leaves_frames_well_before_each_target_undecoded_and_the_sample_is_the_same(
+        tmp_path, monkeypatch, kind):
+    """A single-threaded seeking pass (a CPU scan of a long video) hands FFmpeg the packets of frames at least
+    SEEK_SKIP_MARGIN_FRAMES before the target with skip_frame=NONREF: the same sample as decoding them all
+    (B-frames: some are referred to by no frame), from fewer decoded frames, without starting again."""
+    name, codec, options = SEEK_KINDS[kind]
+    if not has_encoder(codec):
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    path = write_video(tmp_path / name, n_frames=500, size=(96, 64), fps=25, gop=25, vfr=kind == "vfr",
+                       codec=codec, options=options)
+    monkeypatch.setattr(video, "_should_seek", lambda *args: True)
+    decoded = _decoded_counter(monkeypatch)
+    seek_skipping = video._Sampler._seek_skipping
+    for options in ({"n": 8}, {"n": 16}, {"n": None, "fps": 1.0}):
+        decoded.clear()
+        skipped_frames, skipped_info = _sampled(path, **options)
+        skipped_decoded = len(decoded)
+        monkeypatch.setattr(video._Sampler, "_seek_skipping", lambda self: None)
+        decoded.clear()
+        full_frames, full_info = _sampled(path, **options)
+        monkeypatch.setattr(video._Sampler, "_seek_skipping", seek_skipping)
+        # (MPEG-4 in AVI at 1 a second: the last target's seek fails either way, and both decode straight through)
+        assert skipped_frames.count(video.RESTART) == full_frames.count(video.RESTART) <= (kind == "mpeg4_avi")
+        assert skipped_info == full_info and len(skipped_frames) == len(full_frames) > 0
+        for a, b in zip(skipped_frames, full_frames):
+            assert a is b if a is video.RESTART else (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
+        if video.RESTART not in skipped_frames:
+            assert 0 < skipped_decoded < len(decoded)
+        skipped_frames = [f for f in skipped_frames if f is not video.RESTART]
+        # After a seek an index is estimated from the time: the frame's number at a constant rate, except in AVI,
+        # whose B-frame delay puts every frame's time one frame late (skipping or not, seeking or not).
+        if kind not in ("vfr", "mpeg4_avi"):
+            numbers = frame_numbers([SimpleNamespace(image=f[2]) for f in skipped_frames])
+            assert numbers == [f[0] for f in skipped_frames]
+
+
+def test_a_seek_that_dropped_the_frame_a_target_needs_is_decoded_again_in_full(tmp_path, monkeypatch):
+    """If a frame left undecoded is the one a target falls on (here forced: frames up to 10 after each target
+    may be dropped), the seeking pass starts again (RESTART) decoding every frame, and gives the sample of
+    decoding everything."""
+    path = write_video(tmp_path / "long.mp4", n_frames=500, size=(96, 64), fps=25, gop=25)
+    monkeypatch.setattr(video, "_should_seek", lambda *args: True)
+    expected, _ = _sampled(path, n=16)
+    monkeypatch.setattr(video, "SEEK_SKIP_MARGIN_FRAMES", -10)
+    got, _ = _sampled(path, n=16)
+    assert got.count(video.RESTART) == 1
+    after = got[got.index(video.RESTART) + 1:]
+    assert len(after) == len(expected) == 16
+    for a, b in zip(after, expected):
+        assert (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
 
 
 def test_read_ahead_raises_the_decoders_error_after_the_frames_before_it(tmp_path):
