@@ -188,7 +188,8 @@ def check(
 
 @app.command()
 def scan(
-    root: Path = typer.Argument(..., help="Directory (scanned recursively), a single video, or a text file listing one video path a line."),
+    # A str, not a Path: typer would turn an empty argument into Path("."), and `scan ''` scanned the working directory.
+    source: str = typer.Argument(..., metavar="ROOT", help="Directory (scanned recursively), a single video, or a text file listing one video path a line."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per video, flushed as each finishes."),
     jsonl_path: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON result per line, flushed as each finishes."),
     include: List[str] = typer.Option([], "--include", help="Glob of file names to scan (repeatable). Default: common video extensions."),
@@ -224,6 +225,9 @@ def scan(
     from dfscan.results import VideoResult  # noqa: PLC0415
     from dfscan.scan import iter_scan  # noqa: PLC0415
 
+    if not source:
+        raise _fail("the path to scan is empty", EXIT_USAGE)
+    root = Path(source)
     if not root.exists():
         raise _fail(f"{root} does not exist", EXIT_USAGE)
     if workers < 1:

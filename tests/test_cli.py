@@ -19,8 +19,8 @@ from dfscan.cli import app
 runner = CliRunner()
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def invoke(*args, env: dict[str, str] | None = None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def test_check_exit_codes_follow_the_verdict(face_video, blank_video, bundles, tmp_path):
@@ -85,6 +85,17 @@ def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     result = invoke("check", face_video, "--model", broken)
     assert result.exit_code == 4 and "manifest hash" in result.output
     assert invoke("scan", tmp_path / "nowhere").exit_code == 2
+    bad_runtime = invoke("check", face_video, "--model", bundles["neutral"], env={"DFSCAN_CPU_RUNTIME": "tensorrt"})
+    assert bad_runtime.exit_code == 2 and "DFSCAN_CPU_RUNTIME must be one of" in bad_runtime.output
+
+
+def test_an_empty_path_to_scan_is_refused_not_the_working_directory(tmp_path, face_video, monkeypatch):
+    """typer turns an empty argument into Path("."): `scan ''` scanned the working directory."""
+    shutil.copy(face_video, tmp_path / "here.mp4")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("scan", "", "--csv", tmp_path / "out.csv")
+    assert result.exit_code == 2 and "the path to scan is empty" in result.output
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_scan_directory_csv_jsonl_and_error_rows(tmp_path, face_video, blank_video, bundles):

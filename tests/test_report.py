@@ -38,6 +38,9 @@ def test_report_is_self_contained(fake_result, tmp_path):
     assert page.count("data:image/jpeg;base64,") == sum(t.n_faces for t in fake_result.tracks)
     assert "FAKE" in page and fake_result.video["sha256"] in page
     assert 'class="threshold"' in page and 'class="segment"' in page
+    runtime = fake_result.settings["detector"]["runtime"]  # what ran the face detector, with its version
+    assert runtime.split()[0] in ("onnxruntime", "openvino")
+    assert f"<th>face detector runtime</th><td>{runtime}</td>" in page
 
 
 def test_scan_index_sorted_by_score(fake_result, blank_video, bundles, tmp_path):

@@ -100,6 +100,7 @@ def _provenance(result: VideoResult) -> str:
              if video.get("truncated") else "no"),
             ("model", f"{(result.model or {}).get('name', '')} {(result.model or {}).get('version', '')}"),
             ("model sha256", (result.model or {}).get("sha256", "")), ("provider", result.provider or ""),
+            ("face detector runtime", ((result.settings or {}).get("detector") or {}).get("runtime") or ""),
             ("threshold", f"{_score(result.threshold)} ({result.threshold_name})"), ("aggregation", result.aggregation),
             ("dfscan", result.dfscan_version)]
     body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
