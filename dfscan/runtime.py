@@ -249,7 +249,12 @@ def create_session(model: str | Path | bytes, device: str = "auto", threads: int
             and cpu_runtime() == "openvino":
         core = _openvino_core()
         if core is not None:
-            return _open(lambda: OpenVinoSession(core, Path(model), threads), model)
+            try:
+                return _open(lambda: OpenVinoSession(core, Path(model), threads), model)
+            except ModelError:
+                if _cpu_runtime_choice() == "openvino":
+                    raise
+                # auto: OpenVINO cannot compile it here (a CPU it does not support): onnxruntime runs it instead
     options = _session_options(ort, threads)
     source = model if isinstance(model, bytes) else str(model)
     return _open(lambda: ort.InferenceSession(source, options, providers=providers), model)

@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 
 from dfscan.faces.mtcnn import MTCNN, FaceDetections, area_resize, integral_image, is_full  # noqa: E402
 from dfscan import runtime  # noqa: E402
-from dfscan.errors import UsageError  # noqa: E402
+from dfscan.errors import ModelError, UsageError  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mtcnn"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -230,6 +230,24 @@ def test_cpu_runtime_variable_is_checked(cpu_runtime_variable) -> None:
     cpu_runtime_variable("tensorrt")
     with pytest.raises(UsageError, match="DFSCAN_CPU_RUNTIME must be one of auto, openvino, onnxruntime"):
         MTCNN(device="cpu")
+
+
+def test_openvino_that_cannot_compile_leaves_the_networks_on_onnxruntime(cpu_runtime_variable, monkeypatch) -> None:
+    """auto (the default): a machine where OpenVINO is installed but fails (a CPU it does not support) still
+    detects, on onnxruntime, and says so; DFSCAN_CPU_RUNTIME=openvino makes the failure a setup error."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+
+    def cannot_compile(*args, **kwargs):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: unsupported CPU")
+
+    monkeypatch.setattr(runtime.OpenVinoSession, "__init__", cannot_compile)
+    cpu_runtime_variable("auto")
+    detector = MTCNN(device="cpu")
+    assert detector.runtime_for(1080, 1920).startswith("onnxruntime ")
+    assert len(detector.detect(load_image("astronaut.jpg"))) == 1
+    cpu_runtime_variable("openvino")
+    with pytest.raises(ModelError, match="unsupported CPU"):
+        MTCNN(device="cpu").runtime_for(1080, 1920)
 
 
 def test_downscaled_detection_finds_the_face(full_res: MTCNN) -> None:
