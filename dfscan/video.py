@@ -392,13 +392,22 @@ def _decode_packets(container: av.container.InputContainer, stream: av.VideoStre
         for frame in decoded:
             if budget is not None:
                 budget.check(file)
-            yield frame
+            yield _checked_for_skipping(frame, skipping)
     if skipping is not None:
         context.skip_frame = "DEFAULT"  # the frames still in the decoder's reorder buffer
     try:
-        yield from stream.decode(None)
+        for frame in stream.decode(None):
+            yield _checked_for_skipping(frame, skipping)
     except av.FFmpegError:
         pass
+
+
+def _checked_for_skipping(frame: av.VideoFrame, skipping: _Skipping | _SeekSkipping | None) -> av.VideoFrame:
+    # A damaged frame is concealed from the frames the decoder holds, which are others when some were left
+    # undecoded: the pixels could differ from a full decode's, so such a pass is decoded again in full.
+    if skipping is not None and frame.is_corrupt:
+        raise _SkipMismatch
+    return frame
 
 
 SKIP_MIN_GAP = 3  # frames between the frames nearest consecutive targets, at least, for `_Skipping`

@@ -487,6 +487,35 @@ def test_a_seek_that_dropped_the_frame_a_target_needs_is_decoded_again_in_full(t
         assert (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
 
 
+@pytest.mark.parametrize("seek", [False, True])
+def test_a_damaged_stream_decoded_with_skipping_gives_the_frames_of_a_full_decode(tmp_path, monkeypatch, seek):
+    """FFmpeg conceals a damaged frame from the frames it holds, which are others when some were left
+    undecoded: a pass that meets a corrupt frame is decoded again in full, so a damaged file gives the same
+    sample with skipping (a CPU scan's) as without."""
+    path = write_video(tmp_path / "long.mp4", n_frames=1500, size=(160, 96), fps=25, gop=25)
+    data, rng = bytearray(path.read_bytes()), np.random.default_rng(0)
+    for position in rng.integers(len(data) // 4, len(data) - 1000, 30):
+        data[position:position + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(video, "_should_seek", lambda *args: seek)
+    corrupt, decode = [], video._decode
+    monkeypatch.setattr(video, "_decode", lambda *args: (corrupt.append(f.is_corrupt) or f for f in decode(*args)))
+    for options in ({"n": 8}, {"n": 32}):
+        skipped, skipped_info = _sampled(damaged, **options)
+        corrupt.clear()
+        with monkeypatch.context() as decode_all:
+            decode_all.setattr(video._Sampler, "_seek_skipping", lambda self: None)
+            decode_all.setattr(video._Sampler, "_skippable", lambda self, targets: None)
+            full, full_info = _sampled(damaged, **options)
+        assert any(corrupt), "the damage should give the decoder a frame to conceal"
+        if video.RESTART in skipped:
+            skipped = skipped[len(skipped) - skipped[::-1].index(video.RESTART):]
+        assert video.RESTART not in full and skipped_info == full_info and len(skipped) == len(full) > 0
+        for a, b in zip(skipped, full):
+            assert (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
+
+
 def test_read_ahead_raises_the_decoders_error_after_the_frames_before_it(tmp_path):
     path = write_truncated(tmp_path / "cut_noindex.mp4", keep_fraction=0.5, faststart=False, n_frames=50)
     with pytest.raises(DecodeError, match="cut_noindex.mp4"):
