@@ -391,7 +391,7 @@ def version() -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         providers = ", ".join(ort.get_available_providers())
-        runtime = f"onnxruntime {ort.__version__} ({providers}); face detector on CPU: {cpu_runtime()}"
+        runtime = f"onnxruntime {ort.__version__} ({providers}); face detector on CPU: {cpu_runtime(loaded=True)}"
     except ImportError:
         runtime = "onnxruntime not installed"
     print(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")

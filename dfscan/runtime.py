@@ -161,13 +161,21 @@ def providers_for(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_works() else ["CPUExecutionProvider"]
 
 
-def cpu_runtime() -> str:
+def cpu_runtime(loaded: bool = False) -> str:
     """What `create_session(..., openvino=True)` uses on CPU: "openvino" or "onnxruntime" (DFSCAN_CPU_RUNTIME:
-    auto, the default, takes OpenVINO where it is installed). Known without importing OpenVINO."""
+    auto, the default, takes OpenVINO where it is installed). Known without importing OpenVINO, unless `loaded`:
+    then "openvino" only where it also loads."""
     choice = _cpu_runtime_choice()
-    if choice == "auto":
-        return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
-    return choice
+    if choice == "auto" and importlib.util.find_spec("openvino") is None:
+        return "onnxruntime"
+    if choice != "onnxruntime" and loaded and _openvino_core() is None:
+        return "onnxruntime"
+    return "openvino" if choice != "onnxruntime" else "onnxruntime"
+
+
+def openvino_required() -> bool:
+    """DFSCAN_CPU_RUNTIME=openvino: OpenVINO asked for by name, so failing to load or compile is a setup error."""
+    return _cpu_runtime_choice() == "openvino"
 
 
 def _cpu_runtime_choice() -> str:
@@ -182,27 +190,14 @@ def _openvino_core() -> Any | None:
     """OpenVINO's Core; None where it does not load and DFSCAN_CPU_RUNTIME does not ask for it by name (the
     networks then run on onnxruntime, and provenance says so)."""
     try:
-        return _import_openvino().Core()
-    except (ImportError, OSError, RuntimeError) as exc:
-        if _cpu_runtime_choice() == "openvino":
-            raise RuntimeMissingError(f"{CPU_RUNTIME_VARIABLE}=openvino, but OpenVINO does not load "
-                                      f"({exc}): pip install openvino") from None
-        return None
-
-
-def _import_openvino() -> Any:
-    # `import openvino` also imports its model converter (openvino.tools.ovc): ~65 ms of its ~90 here, and
-    # dfscan never converts. A None in sys.modules makes that import fail, which openvino's __init__ allows
-    # for; the entry is removed afterwards so that anyone else's `import openvino.tools.ovc` still works.
-    blocked = "openvino" not in sys.modules and "openvino.tools.ovc" not in sys.modules
-    if blocked:
-        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]
-    try:
         import openvino  # noqa: PLC0415 - optional dependency, imported on demand
-    finally:
-        if blocked and sys.modules.get("openvino.tools.ovc", 0) is None:
-            del sys.modules["openvino.tools.ovc"]
-    return openvino
+
+        return openvino.Core()
+    except Exception as exc:  # noqa: BLE001 - a broken install fails in many ways; auto then uses onnxruntime
+        if openvino_required():
+            raise RuntimeMissingError(f"{CPU_RUNTIME_VARIABLE}=openvino, but OpenVINO does not load "
+                                      f"({type(exc).__name__}: {exc}): pip install openvino") from None
+        return None
 
 
 class OpenVinoSession:
@@ -226,7 +221,7 @@ class OpenVinoSession:
         self._compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
         self._outputs = len(self._compiled.outputs)
         self._requests = threading.local()
-        self.version = sys.modules["openvino"].get_version().split("-")[0]
+        self.version = sys.modules["openvino"].get_version().split("-")[0]  # "2026.4.1-22982-e213a14..."
 
     def run(self, output_names: Any, feeds: dict[str, Any]) -> list[Any]:
         request = getattr(self._requests, "request", None)
@@ -252,7 +247,7 @@ def create_session(model: str | Path | bytes, device: str = "auto", threads: int
             try:
                 return _open(lambda: OpenVinoSession(core, Path(model), threads), model)
             except ModelError:
-                if _cpu_runtime_choice() == "openvino":
+                if openvino_required():
                     raise
                 # auto: OpenVINO cannot compile it here (a CPU it does not support): onnxruntime runs it instead
     options = _session_options(ort, threads)

@@ -51,7 +51,8 @@ class _Faces:
     # seconds the scan waited for frames, detected, and cropped and waited for scores (scoring overlaps detection)
     timings: dict[str, float] = field(default_factory=lambda: {"decode_s": 0.0, "detect_s": 0.0, "score_s": 0.0})
     trimmed_at: int = 0   # frames scored when freed memory was last handed back
-    detector_runtime: str | None = None   # what ran the face detector's networks on these frames
+    # what ran the face detector's networks, in the order first used (a stream whose frame size changes: two)
+    detector_runtimes: list[str] = field(default_factory=list)
     # The last chunk's faces and their scores to come: a chunk is scored on a thread of its own while the next
     # is detected, which fills the gaps that detection's serial steps (NMS, box arithmetic) leave in the cores.
     pending: tuple[list[Detection], Future[np.ndarray]] | None = None
@@ -172,7 +173,7 @@ class Scanner:
             faces.release_memory()
         info = frames.info
         result.video = info.to_dict()
-        result.settings["detector"]["runtime"] = faces.detector_runtime
+        result.settings["detector"]["runtime"] = " + ".join(faces.detector_runtimes) or None
         t1 = time.perf_counter()
         if settings.hash_input:
             result.video["sha256"] = sha256_file(path)
@@ -200,7 +201,10 @@ class Scanner:
         """Detect, crop and score one chunk of decoded frames; keep only boxes and scores."""
         t0 = time.perf_counter()
         per_frame = detection.detect(chunk)
-        faces.detector_runtime = self.detector.runtime_for(*chunk[0].image.shape[:2])
+        for height, width in dict.fromkeys(frame.image.shape[:2] for frame in chunk):
+            runtime = self.detector.runtime_for(height, width)
+            if runtime not in faces.detector_runtimes:
+                faces.detector_runtimes.append(runtime)
         t1 = time.perf_counter()
         crops, owners = [], []
         for frame, detections in zip(chunk, per_frame):

@@ -378,8 +378,8 @@ def _decode_packets(container: av.container.InputContainer, stream: av.VideoStre
             break
         except (av.FFmpegError, OSError):
             break
-        if skipping is not None:
-            context.skip_frame = "DEFAULT" if skipping.needs(packet.pts) else "NONREF"
+        if skipping is not None:  # a packet decoded for reference and never shown (an edit list's) is sent as is
+            context.skip_frame = "DEFAULT" if packet.is_discard or skipping.needs(packet.pts) else "NONREF"
         try:
             decoded = stream.decode(packet)
         except av.FFmpegError:

@@ -87,12 +87,14 @@ def blank_video(tmp_path_factory) -> Path:
     return write_video(path, n_frames=20, size=(160, 120), fps=10)
 
 
-def run_cli_without(module: str, args: list[str]):
+def run_cli_without(module: str, args: list[str], env: dict[str, str] | None = None):
     """`dfscan ARGS` in a fresh interpreter where importing `module` fails, as on an install without it."""
+    import os  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
     code = f"import sys; sys.modules[{module!r}] = None\nfrom dfscan.cli import app\napp({args!r})\n"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def pytest_addoption(parser):

@@ -15,6 +15,7 @@ from conftest import run_cli_without
 from typer.testing import CliRunner
 
 from dfscan.cli import app
+from dfscan.scan import get_scanner
 
 runner = CliRunner()
 
@@ -85,6 +86,7 @@ def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     result = invoke("check", face_video, "--model", broken)
     assert result.exit_code == 4 and "manifest hash" in result.output
     assert invoke("scan", tmp_path / "nowhere").exit_code == 2
+    get_scanner.cache_clear()  # the variable is read when a scanner's detector is built, once a process
     bad_runtime = invoke("check", face_video, "--model", bundles["neutral"], env={"DFSCAN_CPU_RUNTIME": "tensorrt"})
     assert bad_runtime.exit_code == 2 and "DFSCAN_CPU_RUNTIME must be one of" in bad_runtime.output
 
@@ -156,6 +158,36 @@ def test_without_onnxruntime_one_line_says_what_to_install(face_video, bundles):
     assert done.returncode == 4
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "dfscan[cpu]" in lines[0] and "dfscan[gpu]" in lines[0]
+
+
+def test_openvino_asked_for_but_not_loading_is_one_setup_error_before_anything_is_scanned(face_video, bundles,
+                                                                                          tmp_path):
+    """DFSCAN_CPU_RUNTIME=openvino where OpenVINO does not load: exit 4 and one line, not an ERROR row for each
+    large video (the OpenVINO networks are otherwise opened on the first large frame); `auto` uses onnxruntime."""
+    shutil.copy(face_video, tmp_path / "a.mp4")
+    model = ["--model", str(bundles["neutral"])]
+    required = {"DFSCAN_CPU_RUNTIME": "openvino"}
+    out = tmp_path / "out.jsonl"
+    for args in (["check", str(face_video), *model], ["scan", str(tmp_path), "--jsonl", str(out), *model]):
+        done = run_cli_without("openvino", args, env=required)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 4 and len(lines) == 1 and "OpenVINO does not load" in lines[0], done.stderr
+    assert not out.exists() or not out.read_text().strip()
+    auto = run_cli_without("openvino", ["version"], env={"DFSCAN_CPU_RUNTIME": "auto"})
+    assert auto.returncode == 0 and "face detector on CPU: onnxruntime" in auto.stdout
+
+
+def test_a_broken_openvino_install_leaves_the_detector_on_onnxruntime(tmp_path):
+    """An OpenVINO that fails on import however it fails (here an AttributeError, as a numpy ABI mismatch
+    gives): `version` and the detector's provenance say onnxruntime, and large frames are still detected."""
+    package = tmp_path / "broken" / "openvino"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise AttributeError("_ARRAY_API not found")\n')
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "broken")}
+    code = ("from dfscan.faces.mtcnn import MTCNN; from dfscan.runtime import cpu_runtime; "
+            "print(cpu_runtime(loaded=True), MTCNN(device='cpu').runtime_for(1080, 1920))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.split()[:2] == ["onnxruntime", "onnxruntime"], done.stderr
 
 
 def test_cuda_asked_for_without_it_is_a_clear_setup_error(face_video, bundles):

@@ -304,3 +304,37 @@ def test_provenance_matches_what_pyav_reports(real_clips, bundles):
     assert indices == sorted(set(indices)) and indices[-1] < expected["frame_count"]
     for f in result.frames:  # each sampled index sits at its timestamp
         assert f["timestamp"] == pytest.approx(f["index"] / expected["fps"], abs=1.5 / expected["fps"])
+
+
+def test_a_stream_whose_frame_size_changes_names_every_detector_runtime_it_used(tmp_path, bundles):
+    """The detector's networks run on OpenVINO for frames with a large detection pyramid and on onnxruntime
+    below it (dfscan.faces.mtcnn): a stream that changes size mid-way (two MPEG-TS segments joined) used both,
+    and the provenance names both, in the order used, not only the last chunk's."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'dfscan[cpu]' installs it)")
+    from fractions import Fraction
+
+    import av
+    from videos import pattern_frame
+
+    from dfscan.runtime import cpu_runtime
+    from dfscan.settings import DetectorSettings
+
+    if cpu_runtime() != "openvino":
+        pytest.skip("DFSCAN_CPU_RUNTIME keeps the detector on onnxruntime")
+    joined = b""
+    for first, (width, height) in ((0, (640, 360)), (40, (160, 96))):  # min face 12: pyramid 330k, then 21k pixels
+        segment = tmp_path / f"{width}.ts"
+        with av.open(str(segment), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=20)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for index in range(first, first + 40):
+                frame = av.VideoFrame.from_ndarray(pattern_frame(index, width, height), format="rgb24")
+                frame.pts, frame.time_base = index, Fraction(1, 20)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        joined += segment.read_bytes()
+    (tmp_path / "joined.ts").write_bytes(joined)
+    result = dfscan.scan_video(tmp_path / "joined.ts", model=bundles["neutral"], device="cpu", frames=16,
+                               detector=DetectorSettings(min_face_size=12))
+    runtimes = result.settings["detector"]["runtime"].split(" + ")
+    assert [r.split()[0] for r in runtimes] == ["openvino", "onnxruntime"], result.settings["detector"]

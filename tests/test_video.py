@@ -487,6 +487,35 @@ def test_a_seek_that_dropped_the_frame_a_target_needs_is_decoded_again_in_full(t
         assert (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
 
 
+def test_an_edit_lists_hidden_frames_do_not_make_a_seeking_pass_start_again(tmp_path, monkeypatch):
+    """An MP4 cut after its start keeps the frames before the cut's keyframe as packets decoded for reference
+    and never shown (an edit list; negative pts). They are sent to the decoder as they are, not as skippable
+    frames, so sampling from time 0 by seeking does not mistake them for dropped candidates and start over."""
+    source = write_video(tmp_path / "source.mp4", n_frames=600, size=(96, 64), fps=25, gop=50)
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(source)) as original, av.open(str(cut), "w") as output:
+        stream = original.streams.video[0]
+        copy = output.add_stream_from_template(stream)
+        started, offset = False, int(7.6 / stream.time_base)  # from the keyframe at 6 s, time 0 at 7.6 s
+        for packet in original.demux(stream):
+            if packet.dts is None:
+                continue
+            started = started or (packet.is_keyframe and packet.pts * stream.time_base >= 6.0)
+            if started:
+                packet.pts, packet.dts, packet.stream = packet.pts - offset, packet.dts - offset, copy
+                output.mux(packet)
+    with av.open(str(cut)) as container:
+        assert any(p.is_discard for p in container.demux(container.streams.video[0]) if p.size)
+    monkeypatch.setattr(video, "_should_seek", lambda *args: True)
+    skipped, skipped_info = _sampled(cut, n=None, fps=2.0)
+    monkeypatch.setattr(video._Sampler, "_seek_skipping", lambda self: None)
+    full, full_info = _sampled(cut, n=None, fps=2.0)
+    assert video.RESTART not in skipped and video.RESTART not in full
+    assert skipped_info == full_info and len(skipped) == len(full) > 0
+    for a, b in zip(skipped, full):
+        assert (a[0], a[1]) == (b[0], b[1]) and np.array_equal(a[2], b[2])
+
+
 @pytest.mark.parametrize("seek", [False, True])
 def test_a_damaged_stream_decoded_with_skipping_gives_the_frames_of_a_full_decode(tmp_path, monkeypatch, seek):
     """FFmpeg conceals a damaged frame from the frames it holds, which are others when some were left

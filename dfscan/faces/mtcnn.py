@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from dfscan.assets import MTCNN_DIR
-from dfscan.runtime import cpu_runtime, create_session, map_runs, parallel_runs, session_provider, session_runtime
+from dfscan.runtime import (cpu_runtime, create_session, map_runs, openvino_required, parallel_runs, session_provider,
+                            session_runtime)
 
 PNET_STRIDE = 2
 PNET_CELL = 12
@@ -284,6 +285,8 @@ class MTCNN:
         self.provider: str = session_provider(self.networks.pnet)
         self._openvino_for_large_frames = self.provider == "CPUExecutionProvider" and cpu_runtime() == "openvino"
         self._large_frame_networks: _Networks | None = None  # OpenVINO's, opened on the first large frame
+        if self._openvino_for_large_frames and openvino_required():  # a failure is a setup error, before any scan
+            self._large_frame_networks = _Networks.open(device, self.session_threads, openvino=True)
 
     @property
     def settings(self) -> dict[str, Any]:
