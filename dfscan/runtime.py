@@ -166,11 +166,11 @@ def cpu_runtime(loaded: bool = False) -> str:
     auto, the default, takes OpenVINO where it is installed). Known without importing OpenVINO, unless `loaded`:
     then "openvino" only where it also loads."""
     choice = _cpu_runtime_choice()
-    if choice == "auto" and importlib.util.find_spec("openvino") is None:
+    if choice == "onnxruntime" or (choice == "auto" and importlib.util.find_spec("openvino") is None):
         return "onnxruntime"
-    if choice != "onnxruntime" and loaded and _openvino_core() is None:
+    if loaded and _openvino_core() is None:
         return "onnxruntime"
-    return "openvino" if choice != "onnxruntime" else "onnxruntime"
+    return "openvino"
 
 
 def openvino_required() -> bool:

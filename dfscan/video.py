@@ -469,6 +469,9 @@ class _SeekSkipping:
         low = -math.inf if previous_pts is None else previous_pts
         if any(low < sent < pts for sent in self.sent):
             raise _SkipMismatch
+        # Later targets' choices lie after this frame: what was sent before it no longer matters (and a
+        # continuous pass over a long video, targets close together, would otherwise check it again each time).
+        self.sent = [sent for sent in self.sent if sent > pts]
 
 
 def _packet_timestamps(file: Path) -> list[int] | None:

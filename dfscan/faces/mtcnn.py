@@ -48,9 +48,10 @@ INT32_SUM_LIMIT = 2**31 - 1
 SEED_PAIR_DISTANCE = 3.0
 SEED_PAIR_SIZE_RATIO = 1.5
 # On CPU the networks run on OpenVINO where it is installed (dfscan.runtime): 2-2.5x faster than onnxruntime,
-# the same faces, but ~0.1 s more to load and compile them. Frames whose PNet pyramid is smaller than this stay
-# on onnxruntime: a 512 px talking head (37k pyramid pixels a frame) gains ~0.04 s over 32 frames and would pay
-# the whole 0.1 s (`dfscan check` 0.69 -> 0.70 s wall); 720p and larger (130k pixels and more) gain more.
+# the same faces, but ~0.15 s more to import, compile and prepare them. Frames whose PNet pyramid is smaller than
+# this stay on onnxruntime: a 512 px talking head (37k pyramid pixels a frame) gains ~0.04 s over 32 frames and
+# would pay it all (`dfscan check` 0.68 -> 0.72 s wall with OpenVINO for every size); 720p and larger (130k
+# pixels and more) gain more than it costs.
 OPENVINO_MIN_PYRAMID_PIXELS = 100_000
 
 
