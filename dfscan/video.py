@@ -29,7 +29,7 @@ import av
 import av.logging
 import numpy as np
 
-from dfscan.errors import DecodeError, InputError, NoFramesError, NoVideoStreamError, ResourceLimitError
+from dfscan.errors import DecodeError, DfscanError, InputError, NoFramesError, NoVideoStreamError, ResourceLimitError
 
 av.logging.set_level(None)  # FFmpeg's own messages go nowhere; our errors carry the reason
 
@@ -623,6 +623,7 @@ class _Sampler:
         self.decoded_count = 0
         self.truncated_at: float | None = None  # decodable length (s) when the file ends before its stated end
         self.truncated_frame_count = 0
+        self._first_frame_time: float | None = None  # a seeking pass's, see `_first_time`
 
     def run(self, targets: list[float] | None, max_frames: int, uniform: bool) -> Iterator[SampledFrame | str]:
         """Yields the chosen frames (and RESTART before a second pass).
@@ -726,6 +727,7 @@ class _Sampler:
         target that no other frame refers to are not decoded; raises _SkipMismatch if one of them would
         have been chosen."""
         fps = self.info.fps or 25.0
+        first_time = self._first_time()
         skip_limit_s = (keyframe_interval_s * fps / 2 + SEEK_OVERHEAD_FRAMES) / fps
         frames: Iterator[tuple[av.VideoFrame, int, float]] | None = None
         position = -math.inf  # time of the last frame taken from `frames`
@@ -733,7 +735,7 @@ class _Sampler:
         last_index = -1
         for target in targets:
             if frames is None or target - position > skip_limit_s:
-                frames, held = self._seek(target, fps, skipping), None
+                frames, held = self._seek(target, fps, first_time, skipping), None
                 if frames is None:
                     return False
             if skipping is not None:
@@ -745,7 +747,21 @@ class _Sampler:
             yield picked
         return True
 
-    def _seek(self, target: float, fps: float,
+    def _first_time(self) -> float:
+        """The first frame's time, which an index estimated from a frame's time leaves out: 0 in most files, but
+        in AVI with B-frames FFmpeg shows every frame one frame after its place, and seeking numbered them one
+        higher than decoding through does. Decoded once, before the first seek (the file is at its start)."""
+        if self._first_frame_time is None:
+            self._first_frame_time = 0.0
+            try:
+                first = next(iter(self._frames()), None)
+            except (av.FFmpegError, OSError, DfscanError):
+                first = None
+            if first is not None and first.pts is not None:
+                self._first_frame_time = max(self._time(first, 0), 0.0)
+        return self._first_frame_time
+
+    def _seek(self, target: float, fps: float, first_time: float = 0.0,
               skipping: _SeekSkipping | None = None) -> Iterator[tuple[av.VideoFrame, int, float]] | None:
         stream = self.stream
         try:
@@ -755,14 +771,14 @@ class _Sampler:
             return None
         if skipping is not None:
             skipping.restart()
-        return self._timed_frames(fps, skipping)
+        return self._timed_frames(fps, first_time, skipping)
 
-    def _timed_frames(self, fps: float,
+    def _timed_frames(self, fps: float, first_time: float = 0.0,
                       skipping: _SeekSkipping | None = None) -> Iterator[tuple[av.VideoFrame, int, float]]:
         """Frames with an index estimated from their time (after a seek the decode count is unknown)."""
         for frame in self._frames(skipping):
             now = self._time(frame, -1)
-            yield frame, round(now * fps), now
+            yield frame, round((now - first_time) * fps), now
 
     def _pick(self, frames: Iterator[tuple[av.VideoFrame, int, float]], held: tuple[av.VideoFrame, int, float] | None,
               target: float, fps: float, last_index: int, skipping: _SeekSkipping | None = None):
