@@ -197,6 +197,16 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
     return scales
 
 
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) of the detection image for a frame shrunk by `scale`."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _level_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) of a PNet pyramid level, as facenet-pytorch sizes it."""
+    return int(height * scale + 1), int(width * scale + 1)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bool = False) -> np.ndarray:
     """Greedy NMS, kept indices by descending score.
 
@@ -360,11 +370,10 @@ class MTCNN:
         if not self._openvino_for_large_frames:
             return self.networks
         scale = self._detection_scale(height, width)
-        det_height, det_width = max(1, round(height * scale)), max(1, round(width * scale))
-        min_face = self._min_face(scale)
-        pyramid = sum(int(det_height * s + 1) * int(det_width * s + 1)
-                      for s in pyramid_scales(det_height, det_width, min_face, self.factor))
-        if pyramid < OPENVINO_MIN_PYRAMID_PIXELS:
+        det_height, det_width = _scaled_size(height, width, scale)
+        levels = pyramid_scales(det_height, det_width, self._min_face(scale), self.factor)
+        pixels = sum(h * w for h, w in (_level_size(det_height, det_width, level) for level in levels))
+        if pixels < OPENVINO_MIN_PYRAMID_PIXELS:
             return self.networks
         if self._large_frame_networks is None:
             self._large_frame_networks = _Networks.open(self.device, self.session_threads, openvino=True)
@@ -380,8 +389,8 @@ class MTCNN:
         height, width = images[0].shape[:2]
         scale = self._detection_scale(height, width)
         if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
+            det_height, det_width = _scaled_size(height, width, scale)
+            images = [cv2.resize(image, (det_width, det_height), interpolation=cv2.INTER_AREA) for image in images]
         det_height, det_width = images[0].shape[:2]
         integrals = [integral_image(np.ascontiguousarray(image)) for image in images]
         ratio = np.array([width / det_width, height / det_height], dtype=np.float32)
@@ -439,8 +448,7 @@ class MTCNN:
         """PNet over the pyramid: candidate windows, NMS per scale, then across scales, then regressed."""
         found, found_offsets = [], []
         for scale in pyramid_scales(height, width, min_face, self.factor):
-            size = (int(height * scale + 1), int(width * scale + 1))
-            regression, probs = self._run_pnet(nets.pnet, pyramid_level(integrals, *size))
+            regression, probs = self._run_pnet(nets.pnet, pyramid_level(integrals, *_level_size(height, width, scale)))
             windows, offsets = self._pnet_windows(regression, probs, scale)
             keep = nms_per_frame(windows, PNET_SCALE_IOU)
             found.append(windows.take(keep))
