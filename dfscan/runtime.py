@@ -5,9 +5,10 @@ providers, open sessions.
 otherwise CPU, without letting ORT print its library-load errors (it logs them at error level when the
 CUDA libraries are missing, then silently falls back).
 
-On CPU the MTCNN networks run on OpenVINO where it is installed (`dfscan[cpu]` installs it): the same
-outputs to ~2e-6, 2-2.5x faster (onnxruntime runs their PReLU activations unfused, a pass over memory
-each, which is half of PNet's time). DFSCAN_CPU_RUNTIME=onnxruntime keeps them on onnxruntime.
+On CPU the MTCNN networks run on OpenVINO where it is installed (`dfscan[cpu]` installs it) for frames large
+enough to pay for its start (dfscan.faces.mtcnn): the same outputs to ~2e-6, 2-2.5x faster (onnxruntime runs
+their PReLU activations unfused, a pass over memory each, which is half of PNet's time).
+DFSCAN_CPU_RUNTIME=onnxruntime keeps them on onnxruntime; =openvino makes a failing OpenVINO a setup error.
 """
 from __future__ import annotations
 
