@@ -222,14 +222,20 @@ class OpenVinoSession:
         self._compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
         self._outputs = len(self._compiled.outputs)
         self._requests = threading.local()
+        self._tensor = sys.modules["openvino"].Tensor
         self.version = sys.modules["openvino"].get_version().split("-")[0]  # "2026.4.1-22982-e213a14..."
 
     def run(self, output_names: Any, feeds: dict[str, Any]) -> list[Any]:
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self._compiled.create_infer_request()
-        result = request.infer(list(feeds.values()))  # outputs are copied out of the request (share_outputs=False)
-        return [result[index] for index in range(self._outputs)]
+        # Tensors set directly: `request.infer(inputs)` spends ~0.15 ms a call sorting out what it was given,
+        # 15% of an RNet run of 16 crops. The inputs are only read during the call, so they can be shared.
+        for index, value in enumerate(feeds.values()):
+            contiguous = value if value.flags.c_contiguous else value.copy(order="C")
+            request.set_input_tensor(index, self._tensor(contiguous, shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(index).data.copy() for index in range(self._outputs)]
 
     def get_providers(self) -> list[str]:
         return ["OpenVINO CPU"]

@@ -18,8 +18,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from dfscan.faces.mtcnn import MTCNN, FaceDetections, area_resize, integral_image, is_full  # noqa: E402
+from dfscan.faces.mtcnn import NMS_BLOCK, MTCNN, FaceDetections, area_resize, integral_image, is_full, nms  # noqa: E402
 from dfscan import runtime  # noqa: E402
+from dfscan.assets import MTCNN_DIR  # noqa: E402
 from dfscan.errors import ModelError, UsageError  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mtcnn"
@@ -79,6 +80,37 @@ def test_area_resize_equals_adaptive_average_pooling() -> None:
         left, right = col * 53 // 16, -((-(col + 1) * 53) // 16)
         window = image[top:bottom, left:right].astype(np.float64)
         np.testing.assert_allclose(resized[row, col], window.mean(axis=(0, 1)), rtol=1e-6)
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bool) -> list[int]:
+    """Box by box, as torchvision (IoU) and facenet-pytorch ("Min": pixel-inclusive, over the smaller box) do it."""
+    extra = np.float32(1.0 if min_overlap else 0.0)
+    areas = (boxes[:, 2] - boxes[:, 0] + extra) * (boxes[:, 3] - boxes[:, 1] + extra)
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        for k in keep:
+            inter = (max(np.float32(0), min(boxes[i, 2], boxes[k, 2]) - max(boxes[i, 0], boxes[k, 0]) + extra)
+                     * max(np.float32(0), min(boxes[i, 3], boxes[k, 3]) - max(boxes[i, 1], boxes[k, 1]) + extra))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                overlap = inter / (min(areas[i], areas[k]) if min_overlap else areas[i] + areas[k] - inter)
+            if not overlap <= threshold:  # NaN (two empty boxes) suppresses too
+                break
+        else:
+            keep.append(int(i))
+    return keep
+
+
+@pytest.mark.parametrize("min_overlap", [False, True])
+def test_nms_keeps_what_box_by_box_greedy_keeps(min_overlap: bool) -> None:
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, NMS_BLOCK - 1, NMS_BLOCK + 1, 3 * NMS_BLOCK + 5):
+        corners = rng.uniform(0, 150, (n, 2)).astype(np.float32)
+        sides = rng.uniform(0, 40, (n, 2)).astype(np.float32)
+        sides[: n // 5] = 0  # empty boxes
+        boxes = np.round(np.concatenate([corners, corners + sides], axis=1))
+        scores = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # ties: order by index
+        kept = nms(boxes, scores, 0.6, min_overlap)
+        assert kept.tolist() == greedy_nms(boxes, scores, 0.6, min_overlap), n
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE["images"]))
@@ -222,6 +254,23 @@ def test_openvino_and_onnxruntime_find_the_same_faces(cpu_runtime_variable) -> N
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2, rtol=0)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-2, rtol=0)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+
+
+def test_openvino_session_runs_like_onnxruntime(cpu_runtime_variable) -> None:
+    """The OpenVINO session shares its input with the network for the call: a strided (non-contiguous) input
+    gives onnxruntime's outputs, and outputs stay valid after the next run reuses the request."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'dfscan[cpu]' installs it)")
+    cpu_runtime_variable("openvino")
+    on_openvino = runtime.create_session(MTCNN_DIR / "rnet.onnx", "cpu", 1, openvino=True)
+    on_ort = runtime.create_session(MTCNN_DIR / "rnet.onnx", "cpu", 1)
+    assert isinstance(on_openvino, runtime.OpenVinoSession) and not isinstance(on_ort, runtime.OpenVinoSession)
+    crops = np.random.default_rng(0).uniform(-1, 1, (6, 3, 24, 24)).astype(np.float32)
+    strided = crops[::2]
+    assert not strided.flags.c_contiguous
+    first = on_openvino.run(None, {"input": strided})
+    on_openvino.run(None, {"input": crops[1::2].copy()})
+    for ours, theirs in zip(first, on_ort.run(None, {"input": np.ascontiguousarray(strided)}), strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
 def test_cpu_runtime_variable_is_checked(cpu_runtime_variable) -> None:

@@ -43,6 +43,7 @@ PNET_PIXELS_PER_RUN = 1 << 17   # bounds PNet's activation memory; splitting a b
 CROP_BATCH = 16                 # RNet/ONet crops a run; same outputs whatever the run size
 FRAMES_PER_PASS = 32            # frames detected together: bounds memory (integrals, pyramid) for long frame lists
 INT32_SUM_LIMIT = 2**31 - 1
+NMS_BLOCK = 256                 # boxes whose overlaps with the rest nms computes at once
 # detect_video: a face of the full frame before and one of the full frame after are taken for one moving face
 # when their centres are at most this many sides apart and their sides within this ratio of each other.
 SEED_PAIR_DISTANCE = 3.0
@@ -212,24 +213,33 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_overlap: bo
 
     Default: torchvision's rule (IoU on continuous coordinates, drop when IoU > threshold). min_overlap=True:
     facenet-pytorch's final "Min" rule (pixel-inclusive areas, intersection over the smaller area).
+    The overlaps of a block of boxes with every box still standing are computed at once (the same float32
+    operations as box by box, so the same result): a crowd's frames have hundreds of candidates, and one
+    NumPy call per kept box cost 4x more.
     """
     extra = np.float32(1.0) if min_overlap else np.float32(0.0)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1 + extra) * (y2 - y1 + extra)
     order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[order, k] for k in range(4))
+    areas = (x2 - x1 + extra) * (y2 - y1 + extra)
+    removed = np.zeros(len(order), bool)
     keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        inter_w = np.maximum(np.float32(0.0), np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + extra)
-        inter_h = np.maximum(np.float32(0.0), np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + extra)
+    for start in range(0, len(order), NMS_BLOCK):
+        standing = start + np.flatnonzero(~removed[start:])
+        block = standing[:np.searchsorted(standing, start + NMS_BLOCK)]
+        r, c = block[:, None], standing[None, :]
+        inter_w = np.maximum(np.float32(0.0), np.minimum(x2[r], x2[c]) - np.maximum(x1[r], x1[c]) + extra)
+        inter_h = np.maximum(np.float32(0.0), np.minimum(y2[r], y2[c]) - np.maximum(y1[r], y1[c]) + extra)
         inter = inter_w * inter_h
-        if min_overlap:
-            overlap = inter / np.minimum(areas[best], areas[rest])
-        else:
-            overlap = inter / (areas[best] + areas[rest] - inter)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            overlap = inter / (np.minimum(areas[r], areas[c]) if min_overlap else areas[r] + areas[c] - inter)
+        suppresses = ~(overlap <= threshold)  # a NaN overlap (empty boxes) suppresses, as before
+        dropped = np.zeros(len(standing), bool)
+        for position, row in enumerate(suppresses):
+            if not dropped[position]:
+                keep.append(block[position])
+                dropped |= row
+        removed[standing[dropped]] = True
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def nms_per_frame(candidates: _Candidates, threshold: float, min_overlap: bool = False) -> np.ndarray:
