@@ -353,8 +353,9 @@ def uniform_targets(duration: float, n: int) -> list[float]:
 
 def _decode(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
             budget: _DecodeBudget | None, skipping: _Skipping | None = None) -> Iterator[av.VideoFrame]:
-    """Frames in presentation order. A corrupt packet is skipped; a demuxer error ends the stream there
-    (a truncated file), as does a run of MAX_DECODE_ERRORS bad packets. skipping: packets of frames it does
+    """Frames in presentation order. A packet that fails to decode is skipped; a demuxer error ends the stream
+    there (a truncated file), as do more than MAX_DECODE_ERRORS such packets, and a file cut inside its last
+    packet ends with the frame before it, with or without FFmpeg's frame threads. skipping: packets of frames it does
     not need go to the decoder with FFmpeg's skip_frame at NONREF (a frame another one refers to is still
     decoded; one none does is dropped unseen)."""
     if skipping is None:
@@ -369,37 +370,67 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
 def _decode_packets(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
                     budget: _DecodeBudget | None, skipping: _Skipping | None) -> Iterator[av.VideoFrame]:
     errors = 0
-    packets = container.demux(stream)
     context = stream.codec_context
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except (av.FFmpegError, OSError):
-            break
-        if skipping is not None:  # a packet decoded for reference and never shown (an edit list's) is sent as is
+    # A packet the demuxer flags corrupt is decoded only once a packet with data follows it. A file cut inside
+    # its last packet (read short, flagged corrupt) never is: single-threaded FFmpeg refuses it at once, but a
+    # frame-threaded decoder (a GPU scan's) reports the error late, while the last frames drain, and PyAV then
+    # drops the frames still in the decoder: the file ended two frames earlier on a GPU than on a CPU.
+    held, cut_pts = None, None
+    for packet in _demuxed(container, stream):
+        if skipping is not None:
+            if packet.is_corrupt:  # a damaged stream is numbered by what decodes: decode all of it
+                raise _SkipMismatch
+            # a packet decoded for reference and never shown (an edit list's) is sent as is
             context.skip_frame = "DEFAULT" if packet.is_discard or skipping.needs(packet.pts) else "NONREF"
-        try:
-            decoded = stream.decode(packet)
-        except av.FFmpegError:
-            if skipping is not None:  # a damaged stream is numbered by what decodes: decode all of it
-                raise _SkipMismatch from None
-            errors += 1
-            if errors > MAX_DECODE_ERRORS:
-                break
-            continue
-        for frame in decoded:
-            if budget is not None:
-                budget.check(file)
-            yield _checked_for_skipping(frame, skipping)
+        ready = [held] if held is not None else []
+        if not packet.size:  # the demuxer's closing empty packet drains the decoder; one held was the last
+            cut_pts, ready, held = (held.pts if held is not None else None), [packet], None
+        elif packet.is_corrupt:
+            held = packet
+        else:
+            ready.append(packet)
+            held = None
+        for sent in ready:
+            try:
+                decoded = stream.decode(sent)
+            except av.FFmpegError:
+                if skipping is not None:
+                    raise _SkipMismatch from None
+                errors += 1
+                continue
+            yield from _frames_before_cut(decoded, cut_pts, skipping, file, budget)
+        if errors > MAX_DECODE_ERRORS:
+            break
     if skipping is not None:
         context.skip_frame = "DEFAULT"  # the frames still in the decoder's reorder buffer
+    if held is not None:
+        cut_pts = held.pts
     try:
-        for frame in stream.decode(None):
-            yield _checked_for_skipping(frame, skipping)
+        yield from _frames_before_cut(stream.decode(None), cut_pts, skipping, file, budget)
     except av.FFmpegError:
         pass
+
+
+def _frames_before_cut(frames: Iterable[av.VideoFrame], cut_pts: int | None, skipping: _Skipping | None,
+                       file: Path, budget: _DecodeBudget | None) -> Iterator[av.VideoFrame]:
+    """The frames, less those shown after a cut file's last packet (cut_pts): decoded before it and held for
+    reordering, they lie past the damage, and frames are numbered as they decode, so one would take the
+    missing frame's number."""
+    for frame in frames:
+        if budget is not None:
+            budget.check(file)
+        if cut_pts is None or frame.pts is None or frame.pts <= cut_pts:
+            yield _checked_for_skipping(frame, skipping)
+
+
+def _demuxed(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.Packet]:
+    """The stream's packets; a demuxer error (a cut or damaged container) ends them there."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            yield next(packets)
+        except (StopIteration, av.FFmpegError, OSError):
+            return
 
 
 def _checked_for_skipping(frame: av.VideoFrame, skipping: _Skipping | _SeekSkipping | None) -> av.VideoFrame:

@@ -328,6 +328,38 @@ def test_truncated_file_sampled_by_rate_keeps_only_existing_times(tmp_path):
     assert [f.index for f in frames][:5] == [0, 5, 10, 15, 20]
 
 
+@pytest.mark.parametrize("keep_fraction", [0.45, 0.6, 0.8])
+def test_a_cut_file_gives_the_same_frames_with_or_without_ffmpeg_threads(tmp_path, monkeypatch, keep_fraction):
+    """The last packet of a cut MP4 is read short: a frame-threaded decoder (a GPU scan's) reports its error
+    only while the last frames drain, and PyAV then drops the frames still in the decoder, so the file ended
+    two frames early there. The frames, their pixels and the VideoInfo must be those of a single-threaded
+    decode (a CPU scan's), sampled or all, each numbered as drawn (a frame shown after the cut one, decoded
+    before it, is past the damage). Four decoding threads, whatever the machine's cores."""
+    path = write_truncated(tmp_path / "cut.mp4", keep_fraction=keep_fraction, n_frames=150)
+    video_stream = video._video_stream
+
+    def four_threads(container, file, threaded=True):
+        stream = video_stream(container, file, threaded)
+        if threaded:
+            stream.codec_context.thread_count = 4
+        return stream
+
+    monkeypatch.setattr(video, "_video_stream", four_threads)
+    for options in ({"n": 32}, {"n": None}):
+        sampled = {}
+        for threaded in (True, False):
+            frames = []
+            with video.stream_frames(path, threaded=threaded, **options) as stream:
+                for frame in stream:
+                    frames = [] if frame is video.RESTART else frames + [frame]
+            sampled[threaded] = frames, stream.info.to_dict()
+        (threaded_frames, threaded_info), (single_frames, single_info) = sampled[True], sampled[False]
+        assert threaded_info == single_info and threaded_info["truncated"]
+        assert [(f.index, f.timestamp) for f in threaded_frames] == [(f.index, f.timestamp) for f in single_frames]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(threaded_frames, single_frames))
+        assert frame_numbers(single_frames) == [f.index for f in single_frames]  # none shown after the cut frame
+
+
 def test_time_limit(cfr_clip):
     with pytest.raises(ResourceLimitError, match="longer than"):
         sample_frames(cfr_clip, time_limit_s=0)
