@@ -38,6 +38,7 @@ __all__ = ["DetectorSettings", "ScanSettings", "Scanner", "decode_for_scan", "ge
 class FrameMeta(NamedTuple):
     index: int
     timestamp: float
+    concealed: bool  # partly the decoder's concealment of damaged data (SampledFrame.concealed)
 
 
 @dataclass
@@ -216,7 +217,7 @@ class Scanner:
         faces.collect_scores()
         if crops:
             faces.pending = (owners, _scoring_thread().submit(self.scorer.score_crops, np.stack(crops)))
-        faces.frames.extend(FrameMeta(f.index, f.timestamp) for f in chunk)
+        faces.frames.extend(FrameMeta(f.index, f.timestamp, f.concealed) for f in chunk)
         faces.detections.extend(per_frame)
         faces.timings["detect_s"] += t1 - t0
         faces.timings["score_s"] += time.perf_counter() - t1
@@ -251,7 +252,7 @@ class Scanner:
                 n_faces[d.frame_pos] += 1
         result.frames = [
             {"index": f.index, "timestamp": round(f.timestamp, 4), "n_faces": n_faces[pos],
-             "score": None if pos not in frame_scores else round(frame_scores[pos], 6)}
+             "score": None if pos not in frame_scores else round(frame_scores[pos], 6), "concealed": f.concealed}
             for pos, f in enumerate(frames)
         ]
         scored = [t for t in result.tracks if t.score is not None]

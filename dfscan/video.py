@@ -75,6 +75,9 @@ class SampledFrame:
     timestamp: float   # seconds from stream start (from pts)
     image: np.ndarray  # RGB uint8 HxWx3, upright, possibly downscaled
     scale: float       # original display width / image width (1.0 when not downscaled)
+    # FFmpeg marked the frame corrupt: part of its picture was filled in by the decoder's error concealment
+    # (a damaged or missing slice), not read from the file, and may differ between decoders and threadings.
+    concealed: bool = False
 
 
 def probe(path: str | Path, max_pixels: int = MAX_PIXELS) -> VideoInfo:
@@ -888,7 +891,7 @@ class _Sampler:
             image = np.ascontiguousarray(np.rot90(image, k=-self.rotation // 90))
         display_width = frame.height if self.rotation % 180 else frame.width
         return SampledFrame(index=index, timestamp=max(timestamp, 0.0), image=image,
-                            scale=display_width / image.shape[1])
+                            scale=display_width / image.shape[1], concealed=bool(frame.is_corrupt))
 
 
 def _rgb(frame: av.VideoFrame, max_side: int | None, file: Path) -> np.ndarray:

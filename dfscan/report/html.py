@@ -98,6 +98,7 @@ def _provenance(result: VideoResult) -> str:
             ("duration (s)", video.get("duration_s", "")), ("rotation", video.get("rotation", "")),
             ("truncated", f"yes: {video.get('duration_s')} s decode of {video.get('declared_duration_s')} s declared"
              if video.get("truncated") else "no"),
+            ("frames concealed by the decoder", _concealed(result.frames)),
             ("model", f"{(result.model or {}).get('name', '')} {(result.model or {}).get('version', '')}"),
             ("model sha256", (result.model or {}).get("sha256", "")), ("provider", result.provider or ""),
             ("face detector runtime", ((result.settings or {}).get("detector") or {}).get("runtime") or ""),
@@ -107,6 +108,14 @@ def _provenance(result: VideoResult) -> str:
     frames = ", ".join(f"{f['index']}@{f['timestamp']:.2f}s" for f in result.frames)
     return (f"<table>{body}</table><h3>Frames sampled ({len(result.frames)})</h3><p class='muted'>{_esc(frames)}</p>"
             f"<h3>Settings</h3><pre>{_esc(json.dumps(result.settings, indent=2))}</pre>")
+
+
+def _concealed(frames: list[dict]) -> str:
+    concealed = [f"{f['index']}@{f['timestamp']:.2f}s" for f in frames if f.get("concealed")]
+    if not concealed:
+        return "none"
+    return (f"{len(concealed)} of {len(frames)} sampled ({', '.join(concealed)}): damaged data, part of each picture "
+            "filled in by FFmpeg, not read from the file")
 
 
 def _lr_section(result: VideoResult) -> str:
