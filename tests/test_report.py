@@ -18,7 +18,7 @@ from dfscan.cli import app
 from dfscan.likelihood import format_lr
 from dfscan.model.scorer import default_bundle_path
 from dfscan.report.html import ScanReport, render_video_report, write_video_report
-from videos import write_video
+from videos import write_damaged, write_video
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 runner = CliRunner()
@@ -168,11 +168,7 @@ def test_frames_concealed_by_the_decoder_are_named(tmp_path):
     """A damaged stream's frames are partly filled in by FFmpeg's error concealment: a sampled frame that was
     is marked in the JSON and named in the report's provenance; a clean file's frames are not."""
     clean = write_video(tmp_path / "clean.mp4", n_frames=1500, size=(160, 96), fps=25, gop=25)
-    data, rng = bytearray(clean.read_bytes()), np.random.default_rng(0)
-    for position in rng.integers(len(data) // 4, len(data) - 1000, 30):
-        data[position:position + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
-    damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(bytes(data))
+    damaged = write_damaged(tmp_path / "damaged.mp4", clean)
     for path, expected in ((clean, False), (damaged, True)):
         result = dfscan.scan_video(path, frames=32)
         concealed = [f for f in result.frames if f["concealed"]]

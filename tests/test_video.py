@@ -14,7 +14,7 @@ import dfscan.video as video
 from dfscan.errors import DecodeError, InputError, NoFramesError, NoVideoStreamError, ResourceLimitError
 from dfscan.video import probe, sample_frames, uniform_targets
 from videos import (copy_without_permission, has_encoder, pattern_frame, read_frame_number, vfr_times, write_audio_only,
-                    write_truncated, write_video)
+                    write_damaged, write_truncated, write_video)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_CLIPS = sorted((SHARED / "clips" / "real").glob("*.mp4"))
@@ -554,11 +554,7 @@ def test_a_damaged_stream_decoded_with_skipping_gives_the_frames_of_a_full_decod
     undecoded: a pass that meets a corrupt frame is decoded again in full, so a damaged file gives the same
     sample with skipping (a CPU scan's) as without."""
     path = write_video(tmp_path / "long.mp4", n_frames=1500, size=(160, 96), fps=25, gop=25)
-    data, rng = bytearray(path.read_bytes()), np.random.default_rng(0)
-    for position in rng.integers(len(data) // 4, len(data) - 1000, 30):
-        data[position:position + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
-    damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(bytes(data))
+    damaged = write_damaged(tmp_path / "damaged.mp4", path)
     monkeypatch.setattr(video, "_should_seek", lambda *args: seek)
     corrupt, decode = [], video._decode
     monkeypatch.setattr(video, "_decode", lambda *args: (corrupt.append(f.is_corrupt) or f for f in decode(*args)))

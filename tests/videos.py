@@ -156,6 +156,16 @@ def write_truncated(path: str | Path, keep_fraction: float = 0.5, faststart: boo
     return path
 
 
+def write_damaged(path: str | Path, source: str | Path) -> Path:
+    """A copy of `source` with 30 runs of 200 random bytes in its last three quarters (seeded): FFmpeg conceals
+    the frames whose data they hit."""
+    data, rng = bytearray(Path(source).read_bytes()), np.random.default_rng(0)
+    for position in rng.integers(len(data) // 4, len(data) - 1000, 30):
+        data[position:position + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
 def write_audio_only(path: str | Path, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
     """An audio-only file (AAC in .mp4/.m4a, or PCM in .wav): a 440 Hz tone."""
     path = Path(path)
