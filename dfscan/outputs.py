@@ -1,7 +1,8 @@
 """Outputs never destroy anything: every path a command will write is checked before any video is read.
 
 Refused (OutputError, exit 2): an output that is one of the inputs; one path named for two outputs; an
-existing file that is not an earlier output of the same kind (unless `overwrite`); a destination that
+existing file that is not an earlier output of the same kind (unless `overwrite`; never inside an input
+directory, where it may be one of the files read); a destination that
 cannot be written ("cannot write PATH: reason"). Whole-file outputs are written to a temporary file in
 the same folder and renamed over the target (`atomic_write_text`), so a crash never leaves half a page.
 """
@@ -100,6 +101,7 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
     """Raise OutputError unless every output can be written without destroying anything."""
     outputs = [o for o in outputs if o.path is not None]
     input_keys = {_key(p) for p in inputs}
+    input_dirs = [Path(key) for key in input_keys if os.path.isdir(key)]
     claimed: dict[str, str] = {}
     for out in outputs:
         targets = [out.path / REPORT_INDEX, out.path / REPORT_ROWS] if out.kind == "report" else [out.path]
@@ -116,8 +118,21 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
         elif out.kind in ("pages", "folder"):
             _check_folder(out, overwrite)
         else:
+            _check_not_inside_inputs(out, input_dirs)
             _check_file(out, overwrite, resume and out.kind in ("csv", "jsonl"))
         _check_writable(out)
+
+
+def _check_not_inside_inputs(out: Output, input_dirs: list[Path]) -> None:
+    """An existing file inside an input directory may be one of the files read from it (a face set's
+    labels.csv or images): there only an earlier output of the same kind is replaced, --overwrite or not."""
+    path = out.path
+    if not path.is_file() or is_earlier_output(path, out.kind):
+        return
+    inside = [folder for folder in input_dirs if folder in Path(_key(path)).parents]
+    if inside:
+        raise OutputError(f"{out.option} {path} lies inside the input {inside[0]} and is not an earlier dfscan "
+                          f"{out.kind} output: it may be one of the inputs; give another path")
 
 
 def _check_file(out: Output, overwrite: bool, appending: bool) -> None:

@@ -177,6 +177,38 @@ def test_eval_command_on_face_set(tmp_path, tiny_scorer):
     assert bad.exit_code == 2 and "loose" in bad.output
 
 
+@pytest.mark.skipif(not (DFDC_FACES / "labels.csv").is_file(), reason=f"shared DFDC faces not found at {DFDC_FACES}")
+def test_eval_never_writes_over_what_it_reads(tmp_path, tiny_scorer, face_video):
+    """--overwrite replaces a file dfscan did not write, never an input: not the face set's labels.csv or an
+    image in it, not a video a labels CSV names (each byte for byte as before); an earlier scores file inside
+    the face set is replaced."""
+    import typer
+    from typer.testing import CliRunner
+
+    from dfscan.commands.data import eval_command
+
+    face_set = _mini_face_set(tmp_path / "faces", per_label=2)
+    video = tmp_path / "clip.mp4"
+    shutil.copyfile(face_video, video)
+    videos_csv = tmp_path / "videos.csv"
+    videos_csv.write_text(f"path,label\n{video},real\n")
+    app = typer.Typer()
+    app.command()(eval_command)
+    image = next((face_set / "images").iterdir())
+    for data, target in ((face_set, face_set / "labels.csv"), (face_set, image), (videos_csv, video)):
+        before = target.read_bytes()
+        result = CliRunner().invoke(app, [str(data), "--model", str(tiny_scorer.bundle_dir), "--device", "cpu",
+                                          "--frames", "2", "--scores", str(target), "--overwrite"])
+        assert result.exit_code == 2 and "input" in result.output, result.output
+        assert target.read_bytes() == before
+    earlier = face_set / "scores.jsonl"
+    for _ in range(2):
+        result = CliRunner().invoke(app, [str(face_set), "--model", str(tiny_scorer.bundle_dir), "--device", "cpu",
+                                          "--scores", str(earlier), "--overwrite"])
+        assert result.exit_code == 0, result.output
+    assert len(earlier.read_text().splitlines()) == 8  # 4 crops + 4 videos
+
+
 def test_evaluate_faceset_resizes_and_groups(tmp_path, tiny_scorer):
     # two videos, three 48x48 crops each (not the bundle's 32): scored after INTER_AREA resizing
     rng = np.random.default_rng(1)

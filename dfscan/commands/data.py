@@ -124,6 +124,7 @@ def eval_command(
 ) -> None:
     """Measure a model bundle on a face set (frame and video level) or on labelled videos (full scan),
     with likelihood-ratio figures (Cllr, Cllr_min, Cllr_cal)."""
+    from dfscan.datasets import read_labelled_videos  # noqa: PLC0415
     from dfscan.eval_report import add_lr_and_groups, read_group_column  # noqa: PLC0415
     from dfscan.evaluate import evaluate_faceset, evaluate_videos, render_table, write_scores_jsonl  # noqa: PLC0415
     from dfscan.model.manifest import load_manifest  # noqa: PLC0415
@@ -138,11 +139,14 @@ def eval_command(
     if folds < 2:
         raise _fail("--lr-folds must be at least 2")
     try:
-        check_outputs([Output("--scores", "scores", scores), Output("--report", "pages", report)], [data], overwrite)
+        inputs = [data] if _is_face_set(data) else [data, *(video.path for video in read_labelled_videos(data))]
+        check_outputs([Output("--scores", "scores", scores), Output("--report", "pages", report)], inputs, overwrite)
         manifest = load_manifest(model or default_bundle_path(), verify=False)
         lookup = read_group_column(data, group_by) if group_by else None
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
+    except UnicodeDecodeError as exc:  # a video or image given where a labels CSV was expected
+        raise _fail(f"{data}: not a labels CSV or face set (not UTF-8 text: {exc.reason})") from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
     try:
