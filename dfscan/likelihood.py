@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dfscan.calibration import logit
+from dfscan.errors import ModelError
 
 EPS = 1e-6
 METHODS = ("logistic", "kde")
@@ -400,11 +401,15 @@ def refit_bundle(bundle_dir: str | Path, scores_path: str | Path, population: st
     """Fit a new LR calibration on a scores file and write it into the bundle's manifest (the other
     entries and the ONNX files are untouched; the bundle's hash changes, as its LRs do)."""
     from dfscan.model.manifest import MANIFEST_NAME, load_manifest  # noqa: PLC0415
+    from dfscan.outputs import atomic_write_text  # noqa: PLC0415
 
     manifest = load_manifest(bundle_dir)
     scores, labels, _, level = read_scores(scores_path, level)
     manifest.likelihood_ratio = fit_lr_calibration(scores, labels, population, method, level)
     manifest.validate()
     path = Path(bundle_dir) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    try:  # the old manifest or the new one, never half of one (a full disk, a read-only bundle)
+        atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    except OSError as exc:
+        raise ModelError(f"cannot write {path}: {exc.strerror or exc}") from None
     return manifest.likelihood_ratio

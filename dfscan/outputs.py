@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from dfscan.errors import OutputError
 
-KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder")
+KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder", "bundle")
 HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
 REPORT_INDEX = "index.html"
 REPORT_ROWS = "index.jsonl"
@@ -29,7 +31,8 @@ MAX_JSON_RESULT = 1 << 27  # bytes of an existing --json-file read to tell wheth
 @dataclass(frozen=True)
 class Output:
     option: str   # how the user named it: --csv, --jsonl, --report ...
-    kind: str     # one of KINDS; "report" (scan), "pages" (eval) and "folder" (new or empty) are directories
+    kind: str     # one of KINDS; "report" (scan), "pages" (eval), "folder" (new or empty) and "bundle" (a model
+                  # bundle, written whole by `staged_directory`) are directories
     path: Path
 
 
@@ -117,6 +120,8 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
             _check_report_dir(out, overwrite, input_keys)
         elif out.kind in ("pages", "folder"):
             _check_folder(out, overwrite)
+        elif out.kind == "bundle":
+            _check_bundle_dir(out, overwrite, input_keys)
         else:
             _check_not_inside_inputs(out, input_dirs)
             _check_file(out, overwrite, resume and out.kind in ("csv", "jsonl"))
@@ -188,6 +193,46 @@ def _check_folder(out: Output, overwrite: bool) -> None:
         raise OutputError(f"{out.option}: {index} exists and is not an earlier dfscan page; give another directory")
 
 
+def _check_bundle_dir(out: Output, overwrite: bool, input_keys: set[str]) -> None:
+    """A model bundle is replaced as a whole directory: only an earlier bundle (it holds a manifest.json), only
+    with `overwrite`, and never one that holds an input (a run's checkpoint)."""
+    path = out.path
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out.option} {path} exists and is not a directory")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    inside = [key for key in input_keys if Path(_key(path)) in Path(key).parents]
+    if inside:
+        raise OutputError(f"{out.option} {path} holds the input {inside[0]}: give a new directory")
+    if not (path / "manifest.json").is_file():
+        raise OutputError(f"{out.option} {path} is not empty and holds no model bundle: give a new or empty directory")
+    if not overwrite:
+        raise OutputError(f"{out.option} {path} holds a model bundle: --overwrite replaces it, or give another path")
+
+
+@contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """A new directory beside `target` to write into; when the block ends without an error it takes the place of
+    `target` (an earlier one is removed), otherwise it is removed: `target` is the old or the new, never half."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:40]}.new-"))
+    try:
+        yield staging
+        # mkdtemp's 0o700 would hide the bundle from everyone else: the old directory's mode, or a new one's
+        os.chmod(staging, stat.S_IMODE(target.stat().st_mode) if target.is_dir() else 0o777 & ~_umask())
+        if target.is_dir():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:40]}.old-"))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
@@ -238,6 +283,10 @@ def _mode_for(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

@@ -112,3 +112,39 @@ def test_int8_export_refuses_a_face_set_changed_since_training(tmp_path):
         ex.export_bundle(tmp_path / "best.pt", tmp_path / "int8", quantize="int8")
     with pytest.raises(ValueError, match="quantize must be one of"):
         ex.export_bundle(tmp_path / "best.pt", tmp_path / "x", quantize="int4")
+
+
+def test_export_never_leaves_half_a_bundle(tmp_path):
+    """An existing bundle is replaced only with --overwrite, as a whole: an export that fails on the way (here a
+    checkpoint whose crop margin no manifest accepts) leaves the earlier bundle as it was; a run directory
+    holding the checkpoint is never an --out."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    cfg = RecipeConfig(recipe="bce", dataset=str(tmp_path / "absent"), input_size=48, pretrained=False)
+    net = build_net(cfg).eval()
+    p, y = _scores(200)
+    good = {"format": "dfscan-ckpt/1", **_meta(cfg, net), "model": net.state_dict(),
+            "head": {"kind": "linear", "weight": net.head.weight.detach().numpy(), "bias": net.head.bias.detach().numpy()},
+            "val_scores": p, "val_labels": y, "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(good, run / "best.pt")
+    other_head = {**good["head"], "bias": good["head"]["bias"] + 1.0}  # other files than the bundle's, too
+    torch.save({**good, "head": other_head, "crop_margin": 5.0}, run / "bad.pt")
+    bundle = tmp_path / "bundle"
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(bundle)]).exit_code == 0
+    before = {f.name: f.read_bytes() for f in bundle.iterdir()}
+    refused = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(bundle)])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    failed = runner.invoke(app, ["export", str(run / "bad.pt"), "--out", str(bundle), "--overwrite"])
+    assert failed.exit_code == 4 and "crop_margin" in failed.output
+    assert {f.name: f.read_bytes() for f in bundle.iterdir()} == before
+    load_manifest(bundle)  # hashes still match
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+    into_run = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(run), "--overwrite"])
+    assert into_run.exit_code == 2 and (run / "best.pt").is_file()
+    again = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(bundle), "--overwrite", "--name", "b"])
+    assert again.exit_code == 0 and load_manifest(bundle).name == "b"

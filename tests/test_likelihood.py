@@ -177,6 +177,30 @@ def lr_bundle(bundles, tmp_path_factory) -> Path:
     return bundle
 
 
+def test_calibrate_lr_that_cannot_write_leaves_the_manifest_whole(lr_bundle, tmp_path, monkeypatch):
+    """The manifest is replaced whole or not at all: a disk that fills up as it is written is one line naming
+    the file (exit 4), and the bundle still loads with its earlier calibration."""
+    import errno
+    import os
+
+    import dfscan.outputs
+
+    bundle = shutil.copytree(lr_bundle, tmp_path / "bundle")
+    before = (bundle / "manifest.json").read_bytes()
+    scores, labels = overlapping_scores()
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dfscan.outputs.os, "replace", disk_full)
+    result = runner.invoke(app, ["calibrate-lr", str(bundle), "--scores", str(_scores_file(tmp_path / "s.jsonl", scores, labels)),
+                                 "--population", "another population"])
+    assert result.exit_code == 4 and "manifest.json" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (bundle / "manifest.json").read_bytes() == before
+    assert sorted(f.name for f in bundle.iterdir()) == sorted(f.name for f in lr_bundle.iterdir())  # no temp file
+    assert load_manifest(bundle).likelihood_ratio["calibration_set"]["population"] == "synthetic test scores"
+
+
 def test_manifest_entry_is_checked_and_old_bundles_still_load(lr_bundle, bundles, tmp_path):
     assert load_manifest(bundles["neutral"]).likelihood_ratio is None
     entry = load_manifest(lr_bundle).likelihood_ratio

@@ -12,7 +12,7 @@ import typer
 
 from dfscan.commands.data import default_out_dir
 from dfscan.console import out
-from dfscan.errors import EXIT_SETUP, EXIT_USAGE
+from dfscan.errors import EXIT_SETUP, EXIT_USAGE, DfscanError
 
 
 train_app = typer.Typer(name="train", help="Train a detector on a face set (needs dfscan[train]).",
@@ -182,12 +182,18 @@ def export_command(
     license_text: Optional[str] = typer.Option(None, "--license", help="Licence statement for the manifest."),
     default_point: str = typer.Option("balanced", "--default-point", help="Operating point the bundle scans with by default: balanced (EER) | guarded (FPR <= 5% in every val domain) | low-fpr (1%) | high-recall."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: an int8 embedder (about 2.5x faster on CPU), calibrated on the training faces; thresholds fitted on its own val scores."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the model bundle already in --out (the whole directory)."),
 ) -> None:
     """Export a checkpoint as a model bundle: ONNX embedder + classifier, calibration, thresholds."""
     _need_torch()
+    from dfscan.outputs import Output, check_outputs  # noqa: PLC0415
     from dfscan.train.export import export_bundle  # noqa: PLC0415
     if not checkpoint.is_file():
         raise _fail(f"no checkpoint at {checkpoint}")
+    try:
+        check_outputs([Output("--out", "bundle", out_dir)], [checkpoint], overwrite)
+    except DfscanError as exc:
+        raise _fail(exc.message, exc.exit_code) from None
     try:
         bundle = export_bundle(checkpoint, out_dir, name=name, version=version, license_text=license_text,
                                default_point=default_point, quantize=quantize)

@@ -18,6 +18,7 @@ import torch
 
 from dfscan.calibration import apply_calibration, fit_calibration
 from dfscan.model.manifest import Manifest, Preprocess, ScanDefaults, write_bundle
+from dfscan.outputs import staged_directory
 from dfscan.train.loop import load_checkpoint
 from dfscan.train.quantize import QUANTIZATIONS, quantize_embedder
 from dfscan.train.recipes import ImageEmbedder, Net, RecipeConfig, build_net
@@ -157,14 +158,17 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, name: str = "dfsca
     """With `quantize="int8"` the bundle holds an int8 embedder, and its calibration, operating points and
     likelihood ratios are fitted on that embedder's own val scores (the val faces scored again through it)."""
     ckpt = load_checkpoint(ckpt_path)
-    if "ensemble" in ckpt:
-        if quantize:
-            raise ValueError("--quantize is for single-model bundles, not ensembles")
-        return export_ensemble(ckpt_path, ckpt, out_dir, name=name, version=version, license_text=license_text,
-                               frames=frames, aggregation=aggregation, default_point=default_point)
-    return export_checkpoint(ckpt, out_dir, name=name, version=version, license_text=license_text,
-                             extra_training=extra_training, frames=frames, aggregation=aggregation,
-                             default_point=default_point, quantize=quantize, source=str(ckpt_path))
+    if "ensemble" in ckpt and quantize:
+        raise ValueError("--quantize is for single-model bundles, not ensembles")
+    with staged_directory(out_dir) as staging:  # a failed export leaves an earlier bundle there as it was
+        if "ensemble" in ckpt:
+            export_ensemble(ckpt_path, ckpt, staging, name=name, version=version, license_text=license_text,
+                            frames=frames, aggregation=aggregation, default_point=default_point)
+        else:
+            export_checkpoint(ckpt, staging, name=name, version=version, license_text=license_text,
+                              extra_training=extra_training, frames=frames, aggregation=aggregation,
+                              default_point=default_point, quantize=quantize, source=str(ckpt_path))
+    return Path(out_dir)
 
 
 def export_checkpoint(ckpt: dict[str, Any], out_dir: str | Path, name: str = "dfscan-default",
