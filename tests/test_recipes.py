@@ -262,3 +262,27 @@ def test_train_refuses_an_unknown_device_before_writing_anything(tmp_path):
                                       "--out", str(out)])
     assert result.exit_code == 2 and "--device must be" in result.output
     assert not out.exists()
+
+
+def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
+    """An --out holding an earlier run (its checkpoints, log or config) is refused before anything is written
+    unless --resume continues it; an --out that is a file is refused too (it was an internal error)."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"an earlier run's checkpoint")
+    faces = tmp_path / "faces"
+    (faces / "images").mkdir(parents=True)
+    (faces / "labels.csv").write_text("file,label,split\n")
+    args = ["train", "bce", "--dataset", f"faces:{faces}", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(run)])
+    assert result.exit_code == 2 and "--resume continues it" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]
+    assert (run / "best.pt").read_bytes() == b"an earlier run's checkpoint"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    result = CliRunner().invoke(app, [*args, "--out", str(a_file)])
+    assert result.exit_code == 2 and "not a directory" in result.output and a_file.read_text() == "mine"

@@ -139,6 +139,7 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     if fields["bags"] < 1:
         raise _fail("--bags must be 1 or more")
     cfg = RecipeConfig(recipe=recipe, **fields)
+    _check_run_dir(Path(out_dir), resume)
     try:
         best = run_recipe(cfg, out_dir, resume=resume, console=lambda s: out.print(s, highlight=False))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -147,6 +148,20 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     if not is_main_process():  # torchrun: one report, from rank 0
         return
     out.print(f"checkpoint: {best}\nexport it with: dfscan export {best} --out BUNDLE_DIR", highlight=False)
+
+
+# What a training run writes into its --out (a bagged run: member_<i>/ with the same inside).
+RUN_FILES = ("best.pt", "last.pt", "log.jsonl", "config.json", "member_0")
+
+
+def _check_run_dir(out_dir: Path, resume: bool) -> None:
+    """A run never writes over an earlier one unasked: --resume continues it, otherwise --out must hold none."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _fail(f"--out {out_dir} exists and is not a directory: a run writes a directory")
+    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if earlier and not resume:
+        raise _fail(f"--out {out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
+                    "or give another directory")
 
 
 def _command(recipe: str, summary: str, options: tuple) -> Callable[..., None]:
