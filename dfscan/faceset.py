@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from dfscan.errors import UsageError
 from dfscan.inputs import confined
 
 LABELS = ("real", "fake")
@@ -212,11 +213,12 @@ class FaceSetWriter:
 
     def __init__(self, root: str | Path, jpeg_quality: int = 95, geometry: dict | None = None):
         self.root = Path(root)
-        (self.root / "images").mkdir(parents=True, exist_ok=True)
         self.csv_path = self.root / "labels.csv"
         self.jpeg_quality = jpeg_quality
+        self.root.mkdir(parents=True, exist_ok=True)
         if geometry is not None:
             self._check_geometry(geometry)
+        (self.root / "images").mkdir(exist_ok=True)
         self._done_videos, self._done_files = self._read_done()
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         columns = COLUMNS if new_file else self._existing_columns()
@@ -232,8 +234,12 @@ class FaceSetWriter:
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
             if old.get("crop") != geometry.get("crop"):
-                raise ValueError(f"{self.root} holds crops cut with {old.get('crop')}, not {geometry.get('crop')}: "
+                raise UsageError(f"{self.root} holds crops cut with {old.get('crop')}, not {geometry.get('crop')}: "
                                  "use another output folder")
+        elif self.csv_path.exists() and self._read_done() != (set(), set()):
+            # rows this writer would add to, under a geometry that was never theirs
+            raise UsageError(f"{self.root} holds a face set dfscan did not write (labels.csv, no {GEOMETRY_FILE}): "
+                             "give a new or empty output folder")
         else:
             write_geometry(self.root, geometry)
 

@@ -247,6 +247,27 @@ def test_extract_faces_resumes_and_skips_failures(tmp_path):
     assert len(FaceSet.load(tmp_path / "faces")) == 4
 
 
+def test_extract_never_adds_to_a_face_set_it_did_not_write(tmp_path):
+    """A folder whose labels.csv dfscan did not write (no faceset.json: its crops' geometry is unknown) is not
+    extracted into, nor is a face set cut with other crop settings: refused (a usage error) before anything
+    is written."""
+    from dfscan.errors import UsageError
+
+    items = [VideoItem(tmp_path / "a.mp4", "real", "train", "a.mp4", "a.mp4")]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "labels.csv").write_text("file,label,split\nx.jpg,real,val\n")
+    with pytest.raises(UsageError, match="did not write"):
+        extract_faces(items, foreign, extractor=StubExtractor(), progress=False)
+    assert sorted(p.name for p in foreign.iterdir()) == ["labels.csv"]
+    assert (foreign / "labels.csv").read_text() == "file,label,split\nx.jpg,real,val\n"
+    extract_faces(items, tmp_path / "faces", extractor=StubExtractor(), progress=False)
+    other = StubExtractor()
+    other.size = 64
+    with pytest.raises(UsageError, match="holds crops cut with"):
+        extract_faces(items, tmp_path / "faces", extractor=other, progress=False)
+
+
 class _Frame:
     def __init__(self, index: int, image: np.ndarray, scale: float):
         self.index, self.timestamp, self.image, self.scale = index, index / 10, image, scale

@@ -226,3 +226,17 @@ def test_sbi_command_writes_a_pool_and_refuses_bad_options(tmp_path):
     assert len(FaceSet.load(out)) == 5
     bad = CliRunner().invoke(app, ["sbi", str(src), "--out", str(tmp_path / "x"), "--lowres", "2"])
     assert bad.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def test_sbi_never_writes_into_the_face_set_it_reads(tmp_path):
+    """--out the face set itself or a folder inside it (its images/) is refused before anything is written."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    src = make_face_set(tmp_path, _dfdc_rows(2, 1))
+    before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    for out in (src, src / "images", src / "images" / "pool"):
+        result = CliRunner().invoke(app, ["sbi", str(src), "--out", str(out), "--copies", "1", "--size", "64"])
+        assert result.exit_code == 2 and "inside the face set" in result.output, result.output
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from dfscan.errors import UsageError
 from dfscan.faces.crop import crop_face, square_box
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,9 @@ def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings
     """
     from dfscan.faceset import FaceSet, FaceSetWriter  # noqa: PLC0415
 
+    source, target = Path(face_set_dir).resolve(), Path(out_dir).resolve()
+    if target == source or source in target.parents:
+        raise UsageError(f"--out {out_dir} lies inside the face set {face_set_dir} it is made from: give another folder")
     faces = FaceSet.load(face_set_dir)
     geometry = faces.geometry
     if "crop" not in geometry:
