@@ -207,13 +207,22 @@ def resolve_scan_settings(settings: ScanSettings | None, manifest: Manifest) -> 
 # --- model bundle values ------------------------------------------------------------------------------
 
 
+def input_size_ok(value: Any) -> bool:
+    """A crop side a bundle may have (training checks it too, so a run never makes a bundle no scan accepts)."""
+    return is_int(value) and 16 <= value <= 1024
+
+
+def crop_margin_ok(value: Any) -> bool:
+    """A crop margin a bundle may have; negative: tighter than the detector box (DFDC-style crops)."""
+    return is_number(value) and -0.5 < value <= 2.0
+
+
 def check_manifest(manifest: Manifest) -> None:
     """Every value of a bundle's manifest that changes a score or a verdict; raises ModelError."""
     pre = manifest.preprocess
-    _need(is_int(pre.input_size) and 16 <= pre.input_size <= 1024, ModelError,
+    _need(input_size_ok(pre.input_size), ModelError,
           f"manifest preprocess.input_size must be a whole number in [16, 1024], not {pre.input_size!r}")
-    # negative margins: tighter than the detector box (DFDC-style crops)
-    _need(is_number(pre.crop_margin) and -0.5 < pre.crop_margin <= 2.0, ModelError,
+    _need(crop_margin_ok(pre.crop_margin), ModelError,
           f"manifest preprocess.crop_margin must be a number in (-0.5, 2], not {pre.crop_margin!r}")
     _need(isinstance(pre.mean, list) and len(pre.mean) == 3 and all(is_number(v) for v in pre.mean)
           and isinstance(pre.std, list) and len(pre.std) == 3 and all(is_number(s) and s > 0 for s in pre.std),

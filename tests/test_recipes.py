@@ -286,3 +286,26 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     a_file.write_text("mine")
     result = CliRunner().invoke(app, [*args, "--out", str(a_file)])
     assert result.exit_code == 2 and "not a directory" in result.output and a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--epochs", "0"), ("--batch-size", "1"), ("--lr", "-1"), ("--lr", "nan"), ("--lr", "inf"),
+    ("--weight-decay", "nan"), ("--momentum", "1.5"), ("--val-limit", "0"), ("--limit", "-1"), ("--seed", "-1"),
+    ("--crop-margin", "5"), ("--crop-margin", "nan"), ("--input-size", "7"), ("--aug-copies", "0"),
+    ("--optimizer", "bogus"), ("--schedule", "bogus"), ("--combination", "bogus"), ("--plateau-patience", "0"),
+])
+def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
+    """Found by a probe: these were library errors (exit 4, some after writing config.json), an IndexError
+    (exit 5), or a run that trained nothing (exit 0). Each is a usage error before anything is written."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    faces = tmp_path / "faces"
+    (faces / "images").mkdir(parents=True)
+    (faces / "labels.csv").write_text("file,label,split\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "bce", "--dataset", f"faces:{faces}", "--device", "cpu",
+                                      "--out", str(out), option, value])
+    assert result.exit_code == 2 and f"{option} must be" in result.output, result.output
+    assert not out.exists()

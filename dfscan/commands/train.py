@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -118,6 +119,7 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     from dfscan.train.loop import check_device  # noqa: PLC0415
     from dfscan.train.recipes import RecipeConfig, get_spec, run_recipe  # noqa: PLC0415
     check_device(values["device"])  # before the run writes anything
+    _check_values(values)
     try:
         parse_pseudo_fakes(values.get("pseudo_fakes"))
     except ValueError as exc:
@@ -162,6 +164,44 @@ def _check_run_dir(out_dir: Path, resume: bool) -> None:
     if earlier and not resume:
         raise _fail(f"--out {out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
                     "or give another directory")
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """Values no run can train with are usage errors before anything is written (exit 2), not a library's
+    message after the run directory exists, and not a run that trains nothing."""
+    from dfscan.model.manifest import ENSEMBLE_COMBINATIONS  # noqa: PLC0415
+    from dfscan.settings import crop_margin_ok, input_size_ok  # noqa: PLC0415
+    from dfscan.train.loop import OPTIMIZERS, SCHEDULES  # noqa: PLC0415
+
+    def number(value: Any, low: float, high: float = math.inf) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
+
+    checks = (
+        ("epochs", lambda v: v >= 1, "at least 1"),
+        ("batch_size", lambda v: v >= 2, "at least 2 (half real, half fake)"),
+        ("lr", lambda v: number(v, 0) and v > 0, "a number above 0"),
+        ("weight_decay", lambda v: number(v, 0), "a number, 0 or more"),
+        ("momentum", lambda v: number(v, 0, 1) and v < 1, "a number in [0, 1)"),
+        ("min_lr", lambda v: number(v, 0), "a number, 0 or more"),
+        ("aug_copies", lambda v: v >= 1, "at least 1"),
+        ("limit", lambda v: v is None or v >= 2, "at least 2 (a real and a fake face)"),
+        ("val_limit", lambda v: v is None or v >= 2, "at least 2 (a real and a fake face)"),
+        ("seed", lambda v: 0 <= v < 2**32, "a whole number in [0, 2^32)"),
+        ("patience", lambda v: v >= 0, "0 or more"),
+        ("freeze_stages", lambda v: v >= 0, "0 or more"),
+        ("step_every_steps", lambda v: v >= 0, "0 or more"),
+        ("plateau_patience", lambda v: v >= 1, "at least 1"),
+        ("ckpt_every", lambda v: v >= 0, "0 or more"),
+        ("input_size", lambda v: v is None or input_size_ok(v), "a whole number in [16, 1024] (a bundle's bounds)"),
+        ("crop_margin", lambda v: v is None or crop_margin_ok(v), "a number in (-0.5, 2] (a bundle's bounds)"),
+        ("optimizer", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        ("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+        ("combination", lambda v: v in ENSEMBLE_COMBINATIONS, f"one of {', '.join(ENSEMBLE_COMBINATIONS)}"),
+    )
+    for name, ok, expected in checks:
+        if name in values and not ok(values[name]):
+            flag = next(c.option.param_decls[0] for c in COMMON if c.name == name)
+            raise _fail(f"{flag} must be {expected}, not {values[name]!r}")
 
 
 def _command(recipe: str, summary: str, options: tuple) -> Callable[..., None]:
