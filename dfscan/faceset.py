@@ -54,6 +54,8 @@ COLUMNS = tuple(f.name for f in fields(FaceRecord) if f.name != "origin")
 
 
 def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
+    if any(value is None for key, value in row.items() if key is not None):
+        raise ValueError(f"{csv_path}:{line}: bad row (fewer fields than the header)")
     try:
         record = FaceRecord(
             file=row["file"], label=row["label"].strip().lower(), split=row["split"].strip().lower(),

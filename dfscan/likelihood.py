@@ -379,9 +379,13 @@ def read_scores(path: str | Path, level: str | None = None) -> tuple[np.ndarray,
         for n, line in enumerate(fh, start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
+                score = row.get("score") if isinstance(row, dict) else None
+                if not isinstance(row, dict) or not (score is None or _is_real_number(score)):
+                    raise ValueError(f"{path}:{n}: not a scored item (an object whose score is a number or null)")
+                rows.append(row)
     levels = {row.get("level", "frame") for row in rows}
     level = level or ("video" if "video" in levels else "frame")
     chosen = [r for r in rows if r.get("level", "frame") == level and r.get("score") is not None]
@@ -394,6 +398,10 @@ def read_scores(path: str | Path, level: str | None = None) -> tuple[np.ndarray,
     labels = np.asarray([int(r["label"] == "fake") for r in chosen])
     groups = [str(r.get("source") or r.get("video") or r.get("id")) for r in chosen]
     return scores, labels, groups, level
+
+
+def _is_real_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def refit_bundle(bundle_dir: str | Path, scores_path: str | Path, population: str, method: str = "logistic",

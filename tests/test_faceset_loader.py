@@ -96,3 +96,14 @@ def test_faceset_imports_no_torch():
     code = "import sys, dfscan.faceset; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_short_or_unterminated_row_is_named(tmp_path):
+    """A row with fewer fields than the header (a cut line, an unterminated quote) was an AttributeError, an
+    internal error (exit 5) in eval, sbi and train: it is a ValueError naming the file and line."""
+    for bad in ('abc.jpg', '"abc.jpg,real,val'):
+        root = tmp_path / f"set{len(bad)}"
+        (root / "images").mkdir(parents=True)
+        (root / "labels.csv").write_text(f"file,label,split,source,video,width,height\na.jpg,real,val,a,a,9,9\n{bad}\n")
+        with pytest.raises(ValueError, match=r"labels.csv:3: bad row \(fewer fields than the header\)"):
+            FaceSet.load(root)

@@ -392,3 +392,14 @@ def test_per_source_cllr_table(lr_bundle, real_clips, tmp_path, capsys):
     lr = dfscan.scan_video(clips / "real" / "talking_d0.mp4", model=lr_bundle, frames=4).likelihood_ratio["lr"]
     assert clip["bundle"]["cost_real"] == pytest.approx(math.log2(1 + lr), rel=1e-3)
     assert "| DFDC val crops | 8 / 8 | yes |" in table and "| shared clips (clips/) | 1 / 0 | no | n/a (one class)* |" in table
+
+
+@pytest.mark.parametrize("line", ['[1, 2, 3]', '"text"', '{"id": "a", "label": "real", "score": "0.5"}',
+                                  '{"id": "a", "label": "real", "score": true}', '{"id": "a", "label": "real", "score": [0.3]}'])
+def test_a_scores_line_that_is_not_a_scored_item_is_named(tmp_path, line):
+    """Found by a probe: a list or a string was an internal error (exit 5); a score given as a string or a
+    boolean was taken as a number. Each is one line naming the file and line."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "b", "label": "fake", "score": 0.9}\n' + line + "\n")
+    with pytest.raises(ValueError, match=r"s.jsonl:2: not a scored item"):
+        likelihood.read_scores(path)

@@ -201,6 +201,8 @@ def calibrate_lr_command(
         raise _fail(f"--level must be frame or video, not {level!r}")
     if not scores.is_file():
         raise _fail(f"no scores file at {scores}")
+    if not population.strip():
+        raise _fail("--population must say what the scores come from: it is shown next to every LR")
     try:
         entry = refit_bundle(bundle, scores, population, method, level)
     except DfscanError as exc:
