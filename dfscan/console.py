@@ -100,11 +100,16 @@ def exit_for(exc: BaseException) -> typer.Exit:
     if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
         where = f" {exc.filename}" if exc.filename else ""
         return fail(f"cannot write{where}: {exc.strerror or exc}", EXIT_SETUP)
+    if isinstance(exc, OSError) and exc.errno in PATH_FAILURES and exc.filename:
+        return fail(f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}", EXIT_SETUP)
     return report_crash(exc)
 
 
 # A destination that filled up or went read-only while a command wrote to it: the machine's state, not a bug.
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
+# A path the machine will not let a command use (a folder that is a file, no rights, already there): the same,
+# for the commands that do not check every path first (train, export, soup, extract, sbi).
+PATH_FAILURES = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM)
 
 
 def _reader_gone() -> typer.Exit:

@@ -218,3 +218,20 @@ def test_the_command_line_keeps_numpy_blas_to_one_thread_except_for_torch_comman
         pytest.skip("this numpy is not built on OpenBLAS")
     assert pools == [1] and setting == "1"
     assert blas_under("--debug", "train", "bce")[1] == "None"  # torch's own OpenBLAS (ARM builds) keeps its threads
+
+
+def test_an_output_path_the_machine_refuses_is_one_line_not_a_crash(face_video, tmp_path):
+    """Found by a probe: --out under a file (or without rights) escaped as NotADirectoryError / PermissionError,
+    an internal error (exit 5). It is one line naming the path, exit 4, and the file is untouched."""
+    videos = tmp_path / "videos"
+    for label in ("real", "fake"):
+        (videos / label).mkdir(parents=True)
+        shutil.copyfile(face_video, videos / label / "clip.mp4")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    done = subprocess.run([sys.executable, "-m", "dfscan", "extract", "folder", str(videos), "--out",
+                           str(precious / "faces"), "--frames", "2", "--size", "32"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("error: ") and "precious.txt" in done.stderr and "Not a directory" in done.stderr
+    assert precious.read_text() == "mine"
