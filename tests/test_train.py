@@ -124,3 +124,23 @@ def test_a_shared_cache_dir_never_serves_one_run_another_runs_maps(tmp_path):
     new_train = next(p for p in after_init - after_other if p.name.startswith("train"))
     old_train = next(p for p in after_first if p.name.startswith("train"))
     assert not np.allclose(np.load(new_train), np.load(old_train))
+
+
+def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Found by a probe: soup and a run's final best.pt were written in place, so a full disk left half a
+    checkpoint under the final name. Every checkpoint goes through one temporary file renamed over it."""
+    import errno
+
+    from dfscan.train import loop
+
+    path = loop.save_checkpoint({"weights": torch.ones(3)}, tmp_path / "best.pt")
+    before = path.read_bytes()
+
+    def disk_fills_up(obj, target):
+        Path(target).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", disk_fills_up)
+    with pytest.raises(OSError):
+        loop.save_checkpoint({"weights": torch.zeros(3)}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]

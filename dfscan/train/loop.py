@@ -329,6 +329,20 @@ class RunLog:
             fh.write(json.dumps(row) + "\n")
 
 
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """torch.save through a temporary file renamed over `path`: a full disk or a kill leaves the earlier
+    checkpoint (or none), never half of one that `--resume` or `export` would then fail on."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(ckpt, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any], resume: bool = False,
           console: Callable[[str], None] = print) -> dict[str, Any]:
     """Train; returns the state of the best epoch ({"epoch", "val_auc", "val_loss", "scores", "labels"}).
@@ -379,9 +393,7 @@ def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any],
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loop": dict(state),
                 "loop_config": asdict(cfg)}
         ckpt.update(extra or {})
-        tmp = path.with_suffix(".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
+        save_checkpoint(ckpt, path)
 
     lr_floor_hit = False
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not lr_floor_hit:

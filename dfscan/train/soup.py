@@ -107,5 +107,5 @@ def make_soup(paths: Sequence[str | Path], out: str | Path, weights: Sequence[fl
     soup["metrics"] = metrics
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(soup, out)
+    loop.save_checkpoint(soup, out)
     return soup

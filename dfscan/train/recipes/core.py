@@ -427,7 +427,7 @@ def _run_bagged(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
                                                      "bags": cfg.bags},
             "recipe": cfg.recipe, "config": asdict(cfg)}
     best = run_dir / loop.BEST
-    torch.save(ckpt, best)
+    loop.save_checkpoint(ckpt, best)
     console(f"{cfg.recipe} x{cfg.bags} ({cfg.combination}): ensemble -> {best}")
     return best
 
@@ -479,7 +479,7 @@ def _run_single(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
             val_split.labels, np.asarray(ckpt["val_scores"]), val_split.domains)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), **{k: v for k, v in best.items() if k != "scores"},
                        "train_images": int(len(train_split.labels)), "val_images": int(len(val_split.labels))}
-    torch.save(ckpt, best_path)
+    loop.save_checkpoint(ckpt, best_path)
     console(f"{cfg.recipe}: best epoch {best.get('epoch')} val AUC {best.get('val_auc', float('nan')):.4f} "
             f"-> {best_path}")
     return best_path
