@@ -235,3 +235,12 @@ def test_an_output_path_the_machine_refuses_is_one_line_not_a_crash(face_video, 
     assert done.returncode == 4 and done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("error: ") and "precious.txt" in done.stderr and "Not a directory" in done.stderr
     assert precious.read_text() == "mine"
+
+
+def test_a_manifest_nested_past_pythons_stack_is_a_bundle_error(bundles, tmp_path):
+    """Found by a probe: a manifest.json of 100,000 nested lists was a RecursionError, exit 5."""
+    deep = tmp_path / "deep"
+    shutil.copytree(bundles["neutral"], deep)
+    (deep / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = invoke("info", "--model", deep)
+    assert result.exit_code == 4 and "manifest.json" in result.output and "internal error" not in result.output

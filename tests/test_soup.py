@@ -119,3 +119,31 @@ def test_a_file_that_is_no_checkpoint_is_a_one_line_error_for_export_and_soup(tw
         assert result.exit_code == EXIT_SETUP, result.output
         assert "is not a dfscan checkpoint" in result.output and "internal error" not in result.output
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_export_and_soup_options_are_checked_first(two_runs, tmp_path):
+    """Found by a probe: a bad --default-point or --quantize, one checkpoint for a soup, or weights that do not
+    fit were exit 4 after loading; weights whose sum overflows made an all-zero model (exit 0). Each is a
+    usage error (exit 2) with nothing written; a checkpoint without val scores or weights is one line, exit 4."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+    root, _, _ = two_runs
+    a, b = str(root / "a.pt"), str(root / "b.pt")
+    runner = CliRunner()
+    for args in (["export", a, "--out", str(tmp_path / "x"), "--default-point", "bogus"],
+                 ["export", a, "--out", str(tmp_path / "x"), "--quantize", "int4"],
+                 ["soup", a, "--out", str(tmp_path / "s.pt")],
+                 ["soup", a, b, "--out", str(tmp_path / "s.pt"), "--weights", "1"],
+                 ["soup", a, b, "--out", str(tmp_path / "s.pt"), "--weights", "0,0"],
+                 ["soup", a, b, "--out", str(tmp_path / "s.pt"), "--weights", "nan,1"],
+                 ["soup", a, b, "--out", str(tmp_path / "s.pt"), "--weights", "1e308,1e308"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "s.pt").exists()
+    full = torch.load(root / "a.pt", weights_only=False)
+    for missing in ("val_scores", "model"):
+        torch.save({k: v for k, v in full.items() if k != missing}, tmp_path / f"no_{missing}.pt")
+        result = runner.invoke(app, ["export", str(tmp_path / f"no_{missing}.pt"), "--out", str(tmp_path / "y")])
+        assert result.exit_code == 4 and "internal error" not in result.output, result.output
+    assert not (tmp_path / "y").exists()

@@ -242,9 +242,13 @@ def export_command(
     """Export a checkpoint as a model bundle: ONNX embedder + classifier, calibration, thresholds."""
     _need_torch()
     from dfscan.outputs import Output, check_outputs  # noqa: PLC0415
-    from dfscan.train.export import export_bundle  # noqa: PLC0415
+    from dfscan.train.export import OPERATING_POINTS, QUANTIZATIONS, export_bundle  # noqa: PLC0415
     if not checkpoint.is_file():
         raise _fail(f"no checkpoint at {checkpoint}")
+    if default_point not in OPERATING_POINTS:
+        raise _fail(f"--default-point must be one of {', '.join(OPERATING_POINTS)}, not {default_point!r}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise _fail(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     try:
         check_outputs([Output("--out", "bundle", out_dir)], [checkpoint], overwrite)
     except DfscanError as exc:
@@ -267,16 +271,22 @@ def soup_command(
 ) -> None:
     """Average fine-tuned checkpoints into one model (a model soup); its val split is scored again."""
     _need_torch()
-    from dfscan.train.soup import make_soup  # noqa: PLC0415
+    from dfscan.train.soup import make_soup, normalised_weights  # noqa: PLC0415
     missing = [str(c) for c in checkpoints if not c.is_file()]
     if missing:
         raise _fail(f"no checkpoint at {missing[0]}")
     if out_path.exists():
         raise _fail(f"{out_path} exists: choose a new --out (a soup never overwrites a checkpoint)")
+    if len(checkpoints) < 2:
+        raise _fail("a soup needs at least two checkpoints")
     try:
         values = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
         raise _fail(f"--weights must be comma-separated numbers, not {weights!r}") from None
+    try:
+        normalised_weights(values, len(checkpoints))
+    except ValueError as exc:
+        raise _fail(f"--weights: {exc}") from None
     try:
         metrics = make_soup(checkpoints, out_path, values)["metrics"]
     except ValueError as exc:

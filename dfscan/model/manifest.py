@@ -142,7 +142,7 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
         raise ModelError(f"model bundle {bundle_dir} has no {MANIFEST_NAME}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nested past Python's stack
         raise ModelError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} is not a JSON object")

@@ -30,6 +30,9 @@ DFDC_LICENSE = ("Weights trained on DFDC (DeepFake Detection Challenge) data, wh
 
 # ---------------------------------------------------------------- calibration and operating points
 
+OPERATING_POINTS = ("balanced", "guarded", "low-fpr", "high-recall")
+
+
 def operating_points(scores: np.ndarray, labels: np.ndarray, domains: Any = None) -> dict[str, float]:
     """balanced (EER), guarded (FPR <= 5%), low-fpr (FPR <= 1%) and high-recall (TPR >= 95%) thresholds
     on val scores.
@@ -47,8 +50,7 @@ def operating_points(scores: np.ndarray, labels: np.ndarray, domains: Any = None
     low_i = int(np.flatnonzero(worst_fpr <= 0.01).min())
     guard_i = int(np.flatnonzero(worst_fpr <= 0.05).min())
     rec_i = int(np.flatnonzero(tpr >= 0.95).max())
-    return {"balanced": float(grid[eer_i]), "guarded": float(grid[guard_i]), "low-fpr": float(grid[low_i]),
-            "high-recall": float(grid[rec_i])}
+    return dict(zip(OPERATING_POINTS, (float(grid[i]) for i in (eer_i, guard_i, low_i, rec_i))))
 
 
 def _exceed_rate(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -182,6 +184,8 @@ def export_checkpoint(ckpt: dict[str, Any], out_dir: str | Path, name: str = "df
                          "(export the best.pt a finished run writes)")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
+    if ckpt.get("val_scores") is None or ckpt.get("val_labels") is None:
+        raise ValueError(f"{source} has no val scores to calibrate and set thresholds on")
     net = rebuild_net(ckpt)
     size, dim = int(ckpt["input_size"]), int(ckpt["embed"]["dim"])
     scores = np.asarray(ckpt.get("val_scores"), np.float64)

@@ -501,6 +501,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a dfscan checkpoint (unreadable: {type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a dfscan checkpoint ({CKPT_FORMAT})")
+    if not isinstance(ckpt.get("model"), dict) and "ensemble" not in ckpt:
+        raise ValueError(f"{path} is not a complete dfscan checkpoint (no model weights)")
     return ckpt
 
 

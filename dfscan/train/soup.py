@@ -57,13 +57,13 @@ def _check_members(ckpts: Sequence[dict[str, Any]], paths: Sequence[str]) -> Non
                              "fitted on embeddings")
 
 
-def _normalised(weights: Sequence[float] | None, n: int) -> list[float]:
+def normalised_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     values = [1.0] * n if weights is None else [float(w) for w in weights]
     if len(values) != n:
         raise ValueError(f"{len(values)} weights for {n} checkpoints")
-    if any(not np.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
-        raise ValueError("soup weights must be non-negative numbers, not all zero")
     total = sum(values)
+    if any(not np.isfinite(w) or w < 0 for w in values) or not 0 < total < np.inf:
+        raise ValueError("soup weights must be non-negative numbers, not all zero, with a finite sum")
     return [w / total for w in values]
 
 
@@ -74,7 +74,7 @@ def soup_checkpoint(paths: Sequence[str | Path], weights: Sequence[float] | None
     names = [str(p) for p in paths]
     ckpts = [loop.load_checkpoint(p) for p in paths]
     _check_members(ckpts, names)
-    w = _normalised(weights, len(ckpts))
+    w = normalised_weights(weights, len(ckpts))
     soup = {k: v for k, v in ckpts[0].items() if k not in ("optimizer", "scheduler", "extra")}
     soup["model"] = average_state_dicts([c["model"] for c in ckpts], w)
     soup["head"] = {"kind": "linear",
