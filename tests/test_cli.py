@@ -235,6 +235,14 @@ def test_an_output_path_the_machine_refuses_is_one_line_not_a_crash(face_video, 
     assert done.returncode == 4 and done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("error: ") and "precious.txt" in done.stderr and "Not a directory" in done.stderr
     assert precious.read_text() == "mine"
+    # a video that cannot be used is named with its reason, the others are extracted, and the exit says so (3)
+    (videos / "fake" / "empty.mp4").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "dfscan", "extract", "folder", str(videos), "--out",
+                           str(tmp_path / "faces"), "--frames", "2", "--size", "32"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert f"failed: {videos / 'fake' / 'empty.mp4'}: empty file (0 bytes)" in done.stderr
+    assert len((tmp_path / "faces" / "labels.csv").read_text().splitlines()) > 1
 
 
 def test_a_manifest_nested_past_pythons_stack_is_a_bundle_error(bundles, tmp_path):

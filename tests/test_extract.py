@@ -235,6 +235,7 @@ def test_extract_faces_resumes_and_skips_failures(tmp_path):
     stats = extract_faces(items, tmp_path / "faces", extractor=StubExtractor(), progress=lambda i, s: seen.append(s))
     assert seen == ["done", "failed", "no_face", "done"]
     assert (stats.videos, stats.failed, stats.no_face, stats.faces) == (3, 1, 1, 4)
+    assert len(stats.failures) == 1 and stats.failures[0].startswith(f"{tmp_path / 'broken.mp4'}: ")
     faces = FaceSet.load(tmp_path / "faces")
     assert len(faces) == 4
     rec = faces.records[0]

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from dfscan.console import err, out
-from dfscan.errors import EXIT_SETUP, EXIT_USAGE, DfscanError
+from dfscan.errors import EXIT_INPUT_FAILED, EXIT_SETUP, EXIT_USAGE, DfscanError
 
 
 
@@ -71,8 +71,8 @@ def extract_command(
         raise _fail(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
     if not root.exists():
         raise _fail(f"{root} does not exist")
-    if frames < 1 or size < 16 or not 0.0 <= margin <= 2.0 or max_faces < 1:
-        raise _fail("need --frames >= 1, --size >= 16, 0 <= --margin <= 2, --max-faces >= 1")
+    if frames < 1 or not 16 <= size <= 1024 or not 0.0 <= margin <= 2.0 or max_faces < 1:
+        raise _fail("need --frames >= 1, 16 <= --size <= 1024, 0 <= --margin <= 2, --max-faces >= 1")
     if limit is not None and limit < 1:
         raise _fail(f"--limit must be at least 1, not {limit}")
     if not all(0.0 <= f <= 1.0 for f in (train, val, test)) or train + val + test > 1.0 + 1e-9:
@@ -102,6 +102,10 @@ def extract_command(
         raise _fail(exc.message, exc.exit_code) from None
     out.print(f"{target}: {stats.faces} faces from {stats.videos} videos; {stats.skipped_done} already done, "
               f"{stats.no_face} without a face, {stats.failed} failed", highlight=False)
+    for failure in stats.failures:
+        err.print(f"failed: {failure}", highlight=False, markup=False, soft_wrap=True)
+    if stats.failed:  # as `scan`: the run went on, but some inputs could not be used
+        raise typer.Exit(EXIT_INPUT_FAILED)
 
 
 def _is_face_set(path: Path) -> bool:

@@ -32,13 +32,17 @@ def sbi_command(
     to the scanner's geometry and degraded alike. Landmarks: dlib's 68-point model (non-commercial)."""
     if not 0.0 <= lowres <= 1.0:
         raise _fail("--lowres must be in [0, 1]")
-    if copies < 1 or size < 16 or not -0.5 < margin <= 2.0 or margin_jitter < 0 or (limit is not None and limit < 1):
-        raise _fail("need --copies >= 1, --size >= 16, -0.5 < --margin <= 2, --margin-jitter >= 0, --limit >= 1")
+    if (copies < 1 or not 16 <= size <= 1024 or not -0.5 < margin <= 2.0 or not 0 <= margin_jitter <= 2.0
+            or (limit is not None and limit < 1)):
+        raise _fail("need --copies >= 1, 16 <= --size <= 1024, -0.5 < --margin <= 2, 0 <= --margin-jitter <= 2, "
+                    "--limit >= 1")
     if not (face_set / "labels.csv").is_file():
         raise _fail(f"{face_set} is not a face set: no labels.csv")
     from dfscan.train.sbi import ViewSettings, build_pool  # noqa: PLC0415
 
     wanted = tuple(s.strip() for v in splits for s in v.split(",") if s.strip())
+    if not wanted or set(wanted) - {"train", "val", "test"}:
+        raise _fail(f"--splits must name train, val or test (comma-separated), not {','.join(splits)!r}")
     view = ViewSettings(size=size, margin=margin, margin_jitter=margin_jitter, lowres_p=lowres)
     try:
         stats = build_pool(face_set, out_dir, view, copies=copies, splits=wanted, domain=domain, limit=limit,

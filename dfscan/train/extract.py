@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,8 +30,9 @@ class ExtractStats:
     failed: int = 0
     no_face: int = 0
     faces: int = 0
+    failures: list[str] = field(default_factory=list)  # "path: reason", one a failed video
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -122,19 +123,24 @@ def _extract_one(extractor: FaceExtractor, item: VideoItem, writer: FaceSetWrite
     try:
         n = extractor.extract(item, writer)
     except (DfscanError, OSError, ValueError, MemoryError) as exc:
-        log.warning("skipped %s: %s", item.path, exc)
-        stats.failed += 1
-        return "failed"
+        return _failed(item, str(exc), stats)
     except Exception as exc:  # noqa: BLE001 - one broken video must not end a run of thousands
-        log.warning("skipped %s: %s: %s", item.path, type(exc).__name__, exc)
-        stats.failed += 1
-        return "failed"
+        return _failed(item, f"{type(exc).__name__}: {exc}", stats)
     stats.videos += 1
     stats.faces += n
     if n == 0:
         stats.no_face += 1
         return "no_face"
     return "done"
+
+
+def _failed(item: VideoItem, reason: str, stats: ExtractStats) -> str:
+    for named in (f"{item.path}: ", f"{item.path.name}: "):  # most reasons already start with the file
+        reason = reason[len(named):] if reason.startswith(named) else reason
+    log.info("skipped %s: %s", item.path, reason)  # the command line prints stats.failures
+    stats.failed += 1
+    stats.failures.append(f"{item.path}: {reason}")
+    return "failed"
 
 
 class _Progress:
