@@ -46,7 +46,20 @@ def _out_size(width: int, height: int, max_height: int | None) -> tuple[int, int
 
 
 def degrade(src: str | Path, dst: str | Path, spec: Degradation) -> Path:
-    """Re-encode `src` as H.264 MP4 at `dst` according to `spec` (video only)."""
+    """Re-encode `src` as H.264 MP4 at `dst` according to `spec` (video only). Written under a temporary name
+    and renamed when complete: an interrupted run never leaves part of a clip under a kept clip's name."""
+    dst = Path(dst)
+    part = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    try:
+        _encode(src, part, spec)
+        part.replace(dst)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def _encode(src: str | Path, dst: Path, spec: Degradation) -> None:
     with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
         rate = spec.fps or float(stream_in.average_rate or 25)
@@ -69,7 +82,6 @@ def degrade(src: str | Path, dst: str | Path, spec: Degradation) -> Path:
                     out.mux(packet)
             for packet in stream.encode():
                 out.mux(packet)
-    return Path(dst)
 
 
 @dataclass

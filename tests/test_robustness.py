@@ -65,3 +65,21 @@ def test_robustness_of_inputs_that_cannot_be_scanned_is_exit_3(bundles, tmp_path
     empty.mkdir()
     none = CliRunner().invoke(app, ["robustness", str(empty), "--model", str(bundles["neutral"])])
     assert none.exit_code == 3 and "no video" in none.output
+
+
+def test_an_interrupted_reencode_leaves_no_part_of_a_clip(face_video, tmp_path, monkeypatch):
+    """Found by a probe: interrupting `robustness --keep` left a cut re-encode under the kept clip's name. The
+    clip is written under a temporary name and renamed when whole; an interruption leaves nothing."""
+    from dfscan import robustness
+
+    def encode_then_interrupt(src, dst, spec):
+        dst.write_bytes(face_video.read_bytes()[:1000])  # part of a clip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(robustness, "_encode", encode_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        robustness.degrade(face_video, tmp_path / "kept.mp4", robustness.DEGRADATIONS["crf23"])
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert probe(robustness.degrade(face_video, tmp_path / "kept.mp4", robustness.DEGRADATIONS["crf23"])).codec == "h264"
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.mp4"]
