@@ -90,7 +90,7 @@ class FaceSet:
         csv_path = root / "labels.csv"
         if not csv_path.is_file():
             raise FileNotFoundError(f"{root} is not a face set: no labels.csv")
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -246,7 +246,7 @@ class FaceSetWriter:
             write_geometry(self.root, geometry)
 
     def _existing_columns(self) -> tuple[str, ...]:
-        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), None)
         return tuple(header) if header else COLUMNS
 
@@ -254,7 +254,7 @@ class FaceSetWriter:
         """The videos and the files that rows already name (what a resumed run skips)."""
         if not self.csv_path.is_file():
             return set(), set()
-        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
         return {r["video"] for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
 

@@ -107,3 +107,15 @@ def test_a_short_or_unterminated_row_is_named(tmp_path):
         (root / "labels.csv").write_text(f"file,label,split,source,video,width,height\na.jpg,real,val,a,a,9,9\n{bad}\n")
         with pytest.raises(ValueError, match=r"labels.csv:3: bad row \(fewer fields than the header\)"):
             FaceSet.load(root)
+
+
+def test_a_labels_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Spreadsheets save CSV with a UTF-8 byte order mark; it made the first column unknown ("lacks columns
+    ['file']"). The same rows load either way."""
+    plain = tmp_path / "plain"
+    (plain / "images").mkdir(parents=True)
+    (plain / "labels.csv").write_text("file,label,split,source,video,width,height\na.jpg,real,val,a,a,9,9\n")
+    marked = tmp_path / "marked"
+    shutil.copytree(plain, marked)
+    (marked / "labels.csv").write_bytes(b"\xef\xbb\xbf" + (plain / "labels.csv").read_bytes())
+    assert [r.file for r in FaceSet.load(marked).records] == [r.file for r in FaceSet.load(plain).records] == ["a.jpg"]

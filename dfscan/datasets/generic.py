@@ -42,7 +42,7 @@ def read_csv(csv_path: str | Path) -> list[VideoItem]:
     are relative to the CSV's folder and must stay inside it. Rows that name no video file (images) are skipped."""
     csv_path = Path(csv_path)
     items: list[VideoItem] = []
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
         path_key = "path" if "path" in fields else "file"
