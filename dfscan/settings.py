@@ -240,6 +240,10 @@ def check_manifest(manifest: Manifest) -> None:
           "manifest operating_points must be an object of name: threshold")
     for point, value in manifest.operating_points.items():
         _in_unit_interval(f"manifest operating_points.{point}", value, ModelError)
+    # the point a bundle names as its default is one of its points, at that point's threshold
+    _need(scan.operating_point is None or manifest.operating_points.get(scan.operating_point) == scan.threshold,
+          ModelError, f"manifest scan.operating_point {scan.operating_point!r} is not an operating point at the "
+          f"threshold {scan.threshold!r}")
     check_calibration(manifest.calibration)
 
 

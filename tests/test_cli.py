@@ -252,3 +252,21 @@ def test_a_manifest_nested_past_pythons_stack_is_a_bundle_error(bundles, tmp_pat
     (deep / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     result = invoke("info", "--model", deep)
     assert result.exit_code == 4 and "manifest.json" in result.output and "internal error" not in result.output
+
+
+def test_a_bundle_states_its_own_threshold(bundles, tmp_path):
+    """Found by a probe: a manifest without its scan section scanned at a threshold of 0.5 shown as the
+    manifest's, and a default operating point that is not among the bundle's points (or not at its threshold)
+    was accepted. Each is a bundle error (exit 4)."""
+    for change in ("drop scan", "unknown point", "other threshold"):
+        bundle = tmp_path / change.replace(" ", "_")
+        shutil.copytree(bundles["neutral"], bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        if change == "drop scan":
+            del manifest["scan"]
+        else:
+            manifest["scan"]["operating_point"] = "balanced" if change == "other threshold" else "nowhere"
+            manifest["scan"]["threshold"] = round(manifest["operating_points"]["balanced"] / 2, 3)
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        result = invoke("info", "--model", bundle)
+        assert result.exit_code == 4 and "internal error" not in result.output, (change, result.output)

@@ -73,7 +73,7 @@ class Manifest:
                 raise ModelError(f"unsupported bundle format {fmt!r} (expected {BUNDLE_FORMAT!r})")
             fields = dict(data)
             fields["preprocess"] = Preprocess(**data["preprocess"])
-            fields["scan"] = ScanDefaults(**data.get("scan", {}))
+            fields["scan"] = ScanDefaults(**data["scan"])  # no default threshold: a bundle states its own
             manifest = cls(**fields)
         except ModelError:
             raise
