@@ -2,12 +2,14 @@
 (`dfscan.scan`, `dfscan.train`, `dfscan.evaluate`)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional, TypeVar
+from typing import Any, Callable, Iterator, List, NoReturn, Optional, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -112,6 +114,20 @@ def _preflight(settings, model: Optional[Path], device: str) -> tuple:
 
     scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
     return scanner, _run(lambda: scanner.resolve(settings))
+
+
+@contextlib.contextmanager
+def _terminated_like_interrupted() -> Iterator[None]:
+    """SIGTERM (a `kill`, a job scheduler's stop) unwinds like Ctrl-C, so temporary files are removed; the
+    process still ends with the status a SIGTERM gives (143)."""
+    def unwind(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_outputs(outputs: list, inputs: list, overwrite: bool, resume: bool = False) -> None:
@@ -333,6 +349,8 @@ def robustness(
     from dfscan.scan import get_scanner  # noqa: PLC0415
 
     names = [d.strip() for d in degradations.split(",") if d.strip()]
+    if not names:
+        raise _fail(f"--degradations must name at least one of {', '.join(DEGRADATIONS)}", EXIT_USAGE)
     unknown = [d for d in names if d not in DEGRADATIONS]
     if unknown:
         raise _fail(f"unknown degradation(s) {unknown}; choose from {', '.join(DEGRADATIONS)}", EXIT_USAGE)
@@ -347,7 +365,8 @@ def robustness(
     _check_outputs([Output("--keep", "folder", keep)], [target, *paths], overwrite=False)
     if not paths:
         raise _fail(f"{target}: no video to re-encode", EXIT_INPUT_FAILED)
-    report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
+    with _terminated_like_interrupted():  # its re-encodes live in a temporary folder until the run ends
+        report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
     failed = any(row.degradation == "original" and row.label == "ERROR" for row in report.rows)
     if json_out:
         print(json.dumps(report.to_dict(), indent=2))

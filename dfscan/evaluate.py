@@ -107,12 +107,10 @@ class EvalResult:
 
 def write_scores_jsonl(path: str | Path, items: Iterable[ScoreItem]) -> Path:
     """One JSON object per line with each item's id, label and score (and level, video, status)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for item in items:
-            fh.write(json.dumps(asdict(item), allow_nan=False) + "\n")
-    return path
+    from dfscan.outputs import atomic_write_text  # noqa: PLC0415
+
+    # whole or not at all: a full disk leaves an earlier scores file as it was, not an empty one
+    return atomic_write_text(path, "".join(json.dumps(asdict(item), allow_nan=False) + "\n" for item in items))
 
 
 def _label_int(label: str) -> int:

@@ -83,3 +83,33 @@ def test_an_interrupted_reencode_leaves_no_part_of_a_clip(face_video, tmp_path, 
     monkeypatch.undo()
     assert probe(robustness.degrade(face_video, tmp_path / "kept.mp4", robustness.DEGRADATIONS["crf23"])).codec == "h264"
     assert [p.name for p in tmp_path.iterdir()] == ["kept.mp4"]
+
+
+def test_a_terminated_run_removes_its_temporary_reencodes(face_video, bundles, tmp_path):
+    """Found by a probe: SIGTERM (a kill, a scheduler's stop) left the temporary folder of re-encoded clips
+    behind; SIGINT did not. Now both unwind: the folder is removed and the exit status is SIGTERM's (143)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for n in range(3):
+        shutil.copyfile(face_video, videos / f"clip{n}.mp4")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "dfscan", "robustness", str(videos), "--model",
+                             str(bundles["neutral"]), "--frames", "4"],
+                            env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def reencodes() -> list:  # what the run's temporary folder holds (other libraries use TMPDIR too)
+        return list(scratch.glob("*/*.mp4"))
+
+    deadline = time.monotonic() + 120
+    while not reencodes() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert reencodes(), "the run should have re-encoded into its temporary folder"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, proc.stderr.read()
+    assert reencodes() == []
