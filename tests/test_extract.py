@@ -187,6 +187,13 @@ def test_folder_and_csv(tmp_path):
     bad.write_text("path,label\nx.mp4,maybe\n")
     with pytest.raises(ValueError, match="bad.csv:2"):
         read_csv(bad)
+    # one video twice: one item; with two labels, an error naming both lines (it kept the first silently)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("path,label\nset/real/a.mp4,real\nset/real/./a.mp4,real\n")
+    assert len(read_csv(twice)) == 1
+    twice.write_text("path,label\nset/real/a.mp4,real\nset/fake/c.mp4,fake\nset/real/a.mp4,fake\n")
+    with pytest.raises(ValueError, match="twice.csv:4: set/real/a.mp4 is labelled fake here and real on line 2"):
+        read_csv(twice)
 
 
 # --- grouped splits ----------------------------------------------------------------------------------

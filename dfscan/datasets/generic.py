@@ -42,6 +42,7 @@ def read_csv(csv_path: str | Path) -> list[VideoItem]:
     are relative to the CSV's folder and must stay inside it. Rows that name no video file (images) are skipped."""
     csv_path = Path(csv_path)
     items: list[VideoItem] = []
+    labelled: dict[Path, tuple[str, int]] = {}  # each video's label and the line that gave it
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
@@ -64,6 +65,12 @@ def read_csv(csv_path: str | Path) -> list[VideoItem]:
             if split is not None and split not in SPLITS:
                 raise ValueError(f"{csv_path}:{line}: split {split!r} is not one of {SPLITS}")
             source = (row.get("source") or "").strip() or raw
+            if path in labelled:  # the same video twice: one item, and never two labels
+                if labelled[path][0] != label:
+                    raise ValueError(f"{csv_path}:{line}: {raw} is labelled {label} here and "
+                                     f"{labelled[path][0]} on line {labelled[path][1]}")
+                continue
+            labelled[path] = (label, line)
             items.append(VideoItem(path, label, split, source, raw))
     return items
 
