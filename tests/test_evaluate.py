@@ -260,3 +260,23 @@ def test_evaluate_videos_counts_unscored(tmp_path, tiny_scorer):
     assert result.threshold == 0.5 and result.threshold_name == "balanced"
     unscored = [i for i in result.items if i.level == "video" and i.score is None]
     assert sorted(i.status for i in unscored) == ["ERROR", "NO_FACE"]
+
+
+def test_eval_of_videos_names_those_it_could_not_scan_and_exits_3(tmp_path, tiny_scorer, face_video):
+    """Found by a probe: a labels CSV naming a zero-byte video measured the rest and exited 0, the failure only
+    a count in the table. The video is named with its reason and the exit is 3, as for `scan`."""
+    import typer
+    from typer.testing import CliRunner
+
+    from dfscan.commands.data import eval_command
+
+    shutil.copyfile(face_video, tmp_path / "good.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    videos_csv = tmp_path / "videos.csv"
+    videos_csv.write_text("path,label\ngood.mp4,real\nempty.mp4,fake\n")
+    app = typer.Typer()
+    app.command()(eval_command)
+    result = CliRunner().invoke(app, [str(videos_csv), "--model", str(tiny_scorer.bundle_dir), "--device", "cpu",
+                                      "--frames", "2", "--json"])
+    assert result.exit_code == 3, result.output
+    assert "failed: empty.mp4: " in result.output and "empty file" in result.output

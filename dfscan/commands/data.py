@@ -187,6 +187,12 @@ def eval_command(
             out.print(f"scores: {scores}", highlight=False)
         if report:
             out.print(f"report: {page}", highlight=False)
+    failed = [item for item in result.items if item.status == "ERROR" and item.level == "video"]
+    for item in failed:
+        err.print(f"failed: {item.id}: {item.reason or 'could not be scanned'}", highlight=False, markup=False,
+                  soft_wrap=True)
+    if failed:  # as `scan`: measured on the rest, but some inputs could not be used
+        raise typer.Exit(EXIT_INPUT_FAILED)
 
 
 def calibrate_lr_command(
