@@ -293,6 +293,7 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     ("--weight-decay", "nan"), ("--momentum", "1.5"), ("--val-limit", "0"), ("--limit", "-1"), ("--seed", "-1"),
     ("--crop-margin", "5"), ("--crop-margin", "nan"), ("--input-size", "7"), ("--aug-copies", "0"),
     ("--optimizer", "bogus"), ("--schedule", "bogus"), ("--combination", "bogus"), ("--plateau-patience", "0"),
+    ("--backbone", "bogus"), ("--init", "/nowhere/best.pt"),
 ])
 def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
     """Found by a probe: these were library errors (exit 4, some after writing config.json), an IndexError
@@ -306,6 +307,25 @@ def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
     (faces / "labels.csv").write_text("file,label,split\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "bce", "--dataset", f"faces:{faces}", "--device", "cpu",
+                                      "--out", str(out), option, value])
+    assert result.exit_code == 2 and option in result.output, result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe, option, value", [
+    ("triplet", "--embed-dim", "0"), ("triplet", "--margin", "nan"), ("multimetric", "--embed-dim", "-5"),
+    ("twostep", "--head-epochs", "-1"), ("twostep", "--margin", "inf"),
+])
+def test_train_refuses_recipe_values_no_run_can_train_with(tmp_path, recipe, option, value):
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    faces = tmp_path / "faces"
+    (faces / "images").mkdir(parents=True)
+    (faces / "labels.csv").write_text("file,label,split\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", recipe, "--dataset", f"faces:{faces}", "--device", "cpu",
                                       "--out", str(out), option, value])
     assert result.exit_code == 2 and f"{option} must be" in result.output, result.output
     assert not out.exists()

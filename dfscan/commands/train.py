@@ -129,6 +129,8 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
         value = values.pop(option.name)
         if option.choices and value not in option.choices:
             raise _fail(f"{option.flag} must be {' or '.join(option.choices)}")
+        if option.valid and not option.valid[0](value):
+            raise _fail(f"{option.flag} must be {option.valid[1]}, not {value!r}")
         values.update(option.to_config(value) if option.to_config else {option.name: value})
     paths = [resolve_dataset(d, values["data_root"], values["compression"]) for d in _split_list([values["dataset"]])]
     augment = _split_list(values.pop("augment"))
@@ -171,6 +173,7 @@ def _check_values(values: dict[str, Any]) -> None:
     message after the run directory exists, and not a run that trains nothing."""
     from dfscan.model.manifest import ENSEMBLE_COMBINATIONS  # noqa: PLC0415
     from dfscan.settings import crop_margin_ok, input_size_ok  # noqa: PLC0415
+    from dfscan.train.backbones import is_known_backbone, list_backbones  # noqa: PLC0415
     from dfscan.train.loop import OPTIMIZERS, SCHEDULES  # noqa: PLC0415
 
     def number(value: Any, low: float, high: float = math.inf) -> bool:
@@ -198,6 +201,10 @@ def _check_values(values: dict[str, Any]) -> None:
         ("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
         ("combination", lambda v: v in ENSEMBLE_COMBINATIONS, f"one of {', '.join(ENSEMBLE_COMBINATIONS)}"),
     )
+    if not is_known_backbone(values["backbone"]):
+        raise _fail(f"--backbone must be one of {', '.join(list_backbones())}, not {values['backbone']!r}")
+    if values.get("init") is not None and not Path(values["init"]).is_file():
+        raise _fail(f"--init {values['init']}: no checkpoint there")
     for name, ok, expected in checks:
         if name in values and not ok(values[name]):
             flag = next(c.option.param_decls[0] for c in COMMON if c.name == name)

@@ -140,14 +140,18 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY) + [f"timm:{n}" for n in TIMM_NAMES if n not in _REGISTRY]
 
 
+def is_known_backbone(name: str) -> bool:
+    """A registered backbone, a timm name we list, or any `timm:<name>` (timm says whether it exists)."""
+    return name in _REGISTRY or name.startswith("timm:") or name in TIMM_NAMES
+
+
 def create_backbone(name: str, pretrained: bool = True, **kwargs: object) -> Backbone:
     """Build a registered backbone; `timm:<name>` (or a plain timm name) goes through timm if installed."""
+    if not is_known_backbone(name):
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     if name in _REGISTRY:
         return _REGISTRY[name](pretrained=pretrained, **kwargs)
-    timm_name = name[5:] if name.startswith("timm:") else name
-    if name.startswith("timm:") or timm_name in TIMM_NAMES:
-        return TimmBackbone(timm_name, pretrained=pretrained)
-    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+    return TimmBackbone(name[5:] if name.startswith("timm:") else name, pretrained=pretrained)
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite0 (torch, our own)

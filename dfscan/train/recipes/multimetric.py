@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dfscan.train.recipes.registry import NetShape, Option, RecipeSpec
+from dfscan.train.recipes.registry import AT_LEAST_1, NetShape, Option, RecipeSpec
 
 SPEC = RecipeSpec(
     name="multimetric",
@@ -16,7 +16,7 @@ SPEC = RecipeSpec(
     options=(
         Option("no_ahe", "--no-ahe", bool, False, "Switch the Adaptive Hardness-aware Expander off.",
                to_config=lambda v: {"use_ahe": not v}),
-        Option("proj_dim", "--embed-dim", int, 128, "Embedding size (projection after the backbone)."),
+        Option("proj_dim", "--embed-dim", int, 128, "Embedding size (projection after the backbone).", valid=AT_LEAST_1),
     ),
     defaults={"monitor": "ce"},
 )

@@ -7,6 +7,7 @@ training, `fit_head(...)`. `dfscan train <name>` is built from the spec; `core.r
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,6 +23,12 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     to_config: Callable[[Any], dict[str, Any]] | None = None  # value -> RecipeConfig fields
+    valid: tuple[Callable[[Any], bool], str] | None = None  # (test, what it must be) beyond `choices`
+
+
+# Common `Option.valid` rules.
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+POSITIVE = (lambda v: math.isfinite(v) and v > 0, "a number above 0")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dfscan.train.recipes.registry import NetShape, Option, RecipeSpec
+from dfscan.train.recipes.registry import AT_LEAST_1, POSITIVE, NetShape, Option, RecipeSpec
 
 SPEC = RecipeSpec(
     name="triplet",
@@ -21,8 +21,8 @@ SPEC = RecipeSpec(
                "frozen (cache backbone features, train a projection) | finetune.", ("frozen", "finetune")),
         Option("classifier", "--classifier", str, "logreg", "rf | sgd | logreg, fit on the learned embeddings.",
                ("rf", "sgd", "logreg")),
-        Option("margin", "--margin", float, 0.2, "Triplet margin (L2-normalised embeddings)."),
-        Option("proj_dim", "--embed-dim", int, 128, "Embedding size (projection after the backbone)."),
+        Option("margin", "--margin", float, 0.2, "Triplet margin (L2-normalised embeddings).", valid=POSITIVE),
+        Option("proj_dim", "--embed-dim", int, 128, "Embedding size (projection after the backbone).", valid=AT_LEAST_1),
         Option("mining", "--mining", str, "semihard",
                "semihard (online semi-hard, as the paper) | random (balanced random triplets).",
                ("semihard", "random")),

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dfscan.train.recipes.bce import BONDI_AUGMENT
-from dfscan.train.recipes.registry import NetShape, Option, RecipeSpec
+from dfscan.train.recipes.registry import AT_LEAST_1, POSITIVE, NetShape, Option, RecipeSpec
 
 SPEC = RecipeSpec(
     name="twostep",
@@ -18,8 +18,8 @@ SPEC = RecipeSpec(
     net=NetShape(normalize=True),
     head="fitted",
     options=(
-        Option("margin", "--margin", float, 0.2, "Triplet margin (L2-normalised features)."),
-        Option("head_epochs", "--head-epochs", int, 3, "Epochs of the second step (linear head, BCE)."),
+        Option("margin", "--margin", float, 0.2, "Triplet margin (L2-normalised features).", valid=POSITIVE),
+        Option("head_epochs", "--head-epochs", int, 3, "Epochs of the second step (linear head, BCE).", valid=AT_LEAST_1),
         Option("mining", "--mining", str, "random",
                "random (balanced random triplets, as the paper) | semihard.", ("random", "semihard")),
     ),
