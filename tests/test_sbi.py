@@ -240,3 +240,26 @@ def test_sbi_never_writes_into_the_face_set_it_reads(tmp_path):
         result = CliRunner().invoke(app, ["sbi", str(src), "--out", str(out), "--copies", "1", "--size", "64"])
         assert result.exit_code == 2 and "inside the face set" in result.output, result.output
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before
+
+
+def test_sbi_resumes_a_pool_only_with_its_own_settings(tmp_path):
+    """Found by a probe: `sbi` rerun into its pool with another --copies or --seed skipped every face already
+    done and said nothing, a pool of two recipes. It is refused; the same settings resume."""
+    _need_landmarks()
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    src = make_face_set(tmp_path, _dfdc_rows(2, 1))
+    out = tmp_path / "pool"
+    def sbi(*changed: str):
+        return CliRunner().invoke(app, ["sbi", str(src), "--out", str(out), "--size", "64", "--splits", "train",
+                                        *(changed or ("--copies", "1"))])
+
+    assert sbi().exit_code == 0
+    before = (out / "labels.csv").read_text()
+    for changed in (("--copies", "1", "--seed", "1"), ("--copies", "2"), ("--copies", "1", "--lowres", "0.5")):
+        result = sbi(*changed)
+        assert result.exit_code == 2 and "holds a pool made with other" in result.output, (changed, result.output)
+    assert sbi().exit_code == 0
+    assert (out / "labels.csv").read_text() == before
