@@ -185,9 +185,14 @@ def write_geometry(root: str | Path, geometry: dict) -> None:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # decoded from bytes: cv2.imread of a missing file prints OpenCV's own warning lines before our one-line error
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise ValueError(f"cannot read image {path}")
+        raise ValueError(f"cannot read image {path}: not an image OpenCV decodes")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

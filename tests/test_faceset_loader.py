@@ -119,3 +119,12 @@ def test_a_labels_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
     shutil.copytree(plain, marked)
     (marked / "labels.csv").write_bytes(b"\xef\xbb\xbf" + (plain / "labels.csv").read_bytes())
     assert [r.file for r in FaceSet.load(marked).records] == [r.file for r in FaceSet.load(plain).records] == ["a.jpg"]
+
+
+def test_an_image_that_cannot_be_read_is_one_message(tmp_path, capfd):
+    """cv2.imread of a missing file printed OpenCV's warning lines before dfscan's one-line error."""
+    (tmp_path / "text.jpg").write_text("not an image")
+    for path, reason in ((tmp_path / "missing.jpg", "No such file"), (tmp_path / "text.jpg", "not an image")):
+        with pytest.raises(ValueError, match=reason):
+            read_rgb(path)
+    assert capfd.readouterr().err == ""
