@@ -386,6 +386,12 @@ def robustness(
         summary.add_row(name, str(stats["videos"]), str(stats["flips"]), fmt(stats["mean_abs_delta"]),
                         fmt(stats["max_abs_delta"]), fmt(stats["auc"]))
     out.print(summary)
+    from dfscan.results import escape_text  # noqa: PLC0415
+
+    for row in report.rows:  # the table has no room for why a row is ERROR or NO_FACE: each gets its line
+        if row.reason:
+            err.print(f"{escape_text(Path(row.path).name)} {row.degradation}: {row.label}: {row.reason}",
+                      highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 

@@ -61,6 +61,7 @@ def test_robustness_of_inputs_that_cannot_be_scanned_is_exit_3(bundles, tmp_path
     broken.write_text("not a video")
     result = CliRunner().invoke(app, ["robustness", str(broken), "--model", str(bundles["neutral"]), "-d", "crf32"])
     assert result.exit_code == 3 and "ERROR" in result.stdout
+    assert "text.mp4 original: ERROR: " in result.output  # why, on its own line (the table has no room)
     empty = tmp_path / "empty"
     empty.mkdir()
     none = CliRunner().invoke(app, ["robustness", str(empty), "--model", str(bundles["neutral"])])
