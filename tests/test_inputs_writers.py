@@ -108,3 +108,25 @@ def test_resume_after_a_kill_inside_a_quoted_name_or_the_first_row(tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_text('{"my": "notes"')
     assert not is_earlier_output(other, "jsonl")
+
+
+def test_a_whole_file_write_that_fails_names_its_file_and_keeps_the_old(tmp_path, monkeypatch):
+    """A disk that fills up while a page, a scores file or a manifest is written: the old file stays, no
+    temporary file is left, and the error names the file (it said "cannot write: No space left on device")."""
+    import errno
+    import os
+
+    import dfscan.outputs
+    from dfscan.console import exit_for
+
+    target = dfscan.outputs.atomic_write_text(tmp_path / "scores.jsonl", "old\n")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dfscan.outputs.os, "fsync", disk_full)
+    with pytest.raises(OSError) as caught:
+        dfscan.outputs.atomic_write_text(target, "new\n")
+    assert caught.value.filename == str(target)
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["scores.jsonl"]
+    assert exit_for(caught.value).exit_code == 4
