@@ -1,6 +1,8 @@
 """Error types. Each carries a short machine code (for CSV/JSON rows) and the CLI exit code it maps to."""
 from __future__ import annotations
 
+from pathlib import Path
+
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0            # scanned, nothing labelled FAKE
 EXIT_FAKE = 1          # at least one video labelled FAKE
@@ -82,3 +84,11 @@ class RuntimeMissingError(DfscanError):
 
     code = "runtime"
     exit_code = EXIT_SETUP
+
+
+def without_path(message: str, path: object) -> str:
+    """An error's reason for a row or line that names its file already (most messages start with it)."""
+    for prefix in (f"{path}: ", f"{Path(str(path)).name}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message

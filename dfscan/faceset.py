@@ -218,13 +218,16 @@ class FaceSetWriter:
     """Appends crops and rows to a face set; safe to reopen to resume (rows already written are kept,
     `has_video` tells which videos are done). Each row is flushed as it is written."""
 
-    def __init__(self, root: str | Path, jpeg_quality: int = 95, geometry: dict | None = None):
+    def __init__(self, root: str | Path, jpeg_quality: int = 95, geometry: dict | None = None,
+                 same: Sequence[str] = ("crop",)):
+        """geometry: what made the crops (faceset.json); a face set is resumed only where the entries named in
+        `same` are as they were (the crop always; `dfscan sbi` also its copies, seed and view settings)."""
         self.root = Path(root)
         self.csv_path = self.root / "labels.csv"
         self.jpeg_quality = jpeg_quality
         self.root.mkdir(parents=True, exist_ok=True)
         if geometry is not None:
-            self._check_geometry(geometry)
+            self._check_geometry(geometry, same)
         (self.root / "images").mkdir(exist_ok=True)
         self._done_videos, self._done_files = self._read_done()
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
@@ -235,14 +238,16 @@ class FaceSetWriter:
             self._writer.writeheader()
             self._fh.flush()
 
-    def _check_geometry(self, geometry: dict) -> None:
-        """One face set, one crop geometry: resuming with other crop settings would mix two."""
+    def _check_geometry(self, geometry: dict, same: Sequence[str]) -> None:
+        """One face set, one way of making it: resuming with other crop settings would mix two (and a pool
+        resumed with other copies or seed would skip the faces done and say nothing)."""
         path = self.root / GEOMETRY_FILE
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
-            if old.get("crop") != geometry.get("crop"):
-                raise UsageError(f"{self.root} holds crops cut with {old.get('crop')}, not {geometry.get('crop')}: "
-                                 "use another output folder")
+            changed = [key for key in same if old.get(key) != geometry.get(key)]
+            if changed:
+                was = ", ".join(f"{key} {old.get(key)!r}, not {geometry.get(key)!r}" for key in changed)
+                raise UsageError(f"{self.root} was made with other settings ({was}): use another output folder")
         elif self.csv_path.exists() and self._read_done() != (set(), set()):
             # rows this writer would add to, under a geometry that was never theirs
             raise UsageError(f"{self.root} holds a face set dfscan did not write (labels.csv, no {GEOMETRY_FILE}): "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from dfscan import verdict
-from dfscan.errors import DfscanError
+from dfscan.errors import DfscanError, without_path
 from dfscan.likelihood import attach_likelihood_ratios
 from dfscan.memory import release_free_memory
 from dfscan.model.manifest import load_manifest, sha256_file
@@ -106,7 +106,7 @@ class Scanner:
         try:
             result = self._scan(Path(path), settings, decoding)
         except DfscanError as exc:
-            result = self.failed(path, exc.code, _without_path(exc.message, path), settings)
+            result = self.failed(path, exc.code, without_path(exc.message, path), settings)
         except MemoryError:
             result = self.failed(path, "too_large", "out of memory while decoding", settings)
         except Exception as exc:  # noqa: BLE001 - one bad file must never end a batch
@@ -306,14 +306,6 @@ def _same_frames(decoding: decode_ahead, path: str | Path, settings: ScanSetting
     """Whether `decoding` gives the frames a scan of `path` with these settings judges (threading aside)."""
     wanted = _decode_options(settings, decoding.options.get("threaded", True))
     return decoding.path == path and decoding.options == wanted
-
-
-def _without_path(message: str, path: str | Path) -> str:
-    """The error's reason for a row, which names its file in a column of its own."""
-    for prefix in (f"{path}: ", f"{Path(path).name}: "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
 
 
 def encode_thumbnail(crop: np.ndarray, side: int = 96) -> bytes:

@@ -102,9 +102,15 @@ def extract_command(
         raise _fail(exc.message, exc.exit_code) from None
     out.print(f"{target}: {stats.faces} faces from {stats.videos} videos; {stats.skipped_done} already done, "
               f"{stats.no_face} without a face, {stats.failed} failed", highlight=False)
-    for failure in stats.failures:
+    _end_with_failures(stats.failures)
+
+
+def _end_with_failures(failures: list[str]) -> None:
+    """Each input a command could not use ("path: reason"), a line each; exit 3 if any, as `scan` does: the
+    others were used."""
+    for failure in failures:
         err.print(f"failed: {failure}", highlight=False, markup=False, soft_wrap=True)
-    if stats.failed:  # as `scan`: the run went on, but some inputs could not be used
+    if failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
@@ -187,12 +193,8 @@ def eval_command(
             out.print(f"scores: {scores}", highlight=False)
         if report:
             out.print(f"report: {page}", highlight=False)
-    failed = [item for item in result.items if item.status == "ERROR" and item.level == "video"]
-    for item in failed:
-        err.print(f"failed: {item.id}: {item.reason or 'could not be scanned'}", highlight=False, markup=False,
-                  soft_wrap=True)
-    if failed:  # as `scan`: measured on the rest, but some inputs could not be used
-        raise typer.Exit(EXIT_INPUT_FAILED)
+    _end_with_failures([f"{item.id}: {item.reason or 'could not be scanned'}" for item in result.items
+                        if item.status == "ERROR" and item.level == "video"])
 
 
 def calibrate_lr_command(

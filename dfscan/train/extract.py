@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dfscan.datasets import VideoItem
+from dfscan.errors import without_path
 from dfscan.faceset import FaceRecord, FaceSetWriter
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,7 @@ def _extract_one(extractor: FaceExtractor, item: VideoItem, writer: FaceSetWrite
 
 
 def _failed(item: VideoItem, reason: str, stats: ExtractStats) -> str:
-    for named in (f"{item.path}: ", f"{item.path.name}: "):  # most reasons already start with the file
-        reason = reason[len(named):] if reason.startswith(named) else reason
+    reason = without_path(reason, item.path)
     log.info("skipped %s: %s", item.path, reason)  # the command line prints stats.failures
     stats.failed += 1
     stats.failures.append(f"{item.path}: {reason}")

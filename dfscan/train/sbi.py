@@ -252,9 +252,8 @@ def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings
                     "detector": geometry.get("detector", {}), "made_by": "dfscan sbi",
                     "from": {"face_set": str(face_set_dir), "geometry": geometry}, "copies": copies,
                     "view": view.__dict__, "seed": seed}
-    _check_same_pool(out_dir, out_geometry)
     stats = PoolStats()
-    with FaceSetWriter(out_dir, geometry=out_geometry) as writer:
+    with FaceSetWriter(out_dir, geometry=out_geometry, same=("crop", "copies", "seed", "view")) as writer:
         for n, (i, record) in enumerate(records):
             if writer.has_file(f"{_stem(record)}_v0.png"):  # resume at whole source faces: their rows land together
                 continue
@@ -263,20 +262,6 @@ def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings
             if progress:
                 progress(n + 1, len(records))
     return stats
-
-
-def _check_same_pool(out_dir: str | Path, geometry: dict) -> None:
-    """A pool is resumed only with the settings it was begun with: with other copies, seed or view settings
-    the faces already done would be skipped and the pool would mix two recipes."""
-    from dfscan.faceset import GEOMETRY_FILE, read_geometry  # noqa: PLC0415
-
-    if not (Path(out_dir) / GEOMETRY_FILE).is_file():
-        return
-    earlier = read_geometry(out_dir)
-    changed = [key for key in ("copies", "seed", "view") if key in earlier and earlier[key] != geometry[key]]
-    if changed:
-        raise UsageError(f"{out_dir} holds a pool made with other {', '.join(changed)} "
-                         f"({', '.join(f'{k}={earlier[k]!r}' for k in changed)}): give another output folder")
 
 
 def _pick(faces, splits: Iterable[str], limit: int | None, fakes: bool, seed: int) -> list[tuple[int, object]]:
