@@ -16,7 +16,8 @@ from typer.core import TyperGroup
 
 from dfscan import __version__
 from dfscan.console import err, escape, exit_for, fail, out, print_error, set_debug
-from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, DfscanError
+from dfscan.errors import (EXIT_BROKEN_PIPE, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP,
+                           EXIT_USAGE, DfscanError)
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and they cost a `dfscan check` of a talking
 # head ~0.25 CPU s (13%) on 2 cores for nothing: dfscan's numpy work is on small arrays, and the networks run in
@@ -36,28 +37,56 @@ if _command_name() not in TORCH_COMMANDS:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def _passthrough() -> tuple[type[BaseException], ...]:
-    """Exceptions the command-line framework handles itself (usage errors, exits): typer vendors its own
-    click (typer._click) in recent versions, plain click in older ones."""
+def _click_exceptions() -> Any:
+    """The click exceptions module typer raises from: typer vendors its own click (typer._click) in recent
+    versions, plain click in older ones."""
     import importlib  # noqa: PLC0415
 
-    classes: list[type[BaseException]] = [typer.Exit, typer.Abort, KeyboardInterrupt]
     for name in ("typer._click.exceptions", "click.exceptions"):  # the first that imports is typer's
         try:
-            module = importlib.import_module(name)
+            return importlib.import_module(name)
         except ImportError:
             continue
-        names = ("ClickException", "Exit", "Abort")
-        return tuple(classes + [getattr(module, cls) for cls in names if hasattr(module, cls)])
-    return tuple(classes)
+    raise ImportError("typer's click is missing")
 
 
-PASSTHROUGH = _passthrough()
+_CLICK = _click_exceptions()
+# Exceptions the command-line framework handles itself (usage errors, exits).
+PARSER_ERRORS = _CLICK.ClickException
+ABORTS = tuple({typer.Abort, getattr(_CLICK, "Abort", typer.Abort)})
+PASSTHROUGH = (typer.Exit, KeyboardInterrupt, PARSER_ERRORS, getattr(_CLICK, "Exit", typer.Exit), *ABORTS)
+
+
+def _parser_error(exc: Any) -> int:
+    """One line for an option or argument the parser refused, naming where the help is."""
+    message = exc.format_message().strip().rstrip(".")
+    if not message:  # no arguments at all: the parser has printed the help
+        return exc.exit_code
+    if message[1:2].islower():  # "No such option" -> "no such option", as dfscan's own messages are written
+        message = message[:1].lower() + message[1:]
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        message = f"{message} (see '{context.command_path} --help')"
+    print_error(message)
+    return exc.exit_code
 
 
 class _GuardedGroup(TyperGroup):
     """Every command runs inside the one error printer: a DfscanError is one line and its exit code,
-    anything unexpected is one line and exit 5 (dfscan.console)."""
+    anything unexpected is one line and exit 5 (dfscan.console), and a command line the parser refuses is one
+    line and exit 2 (click would draw a five-line box)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except PARSER_ERRORS as exc:
+            raise SystemExit(_parser_error(exc)) from None
+        except ABORTS:  # click's Abort: end of input at a prompt; not a verdict, so never exit 1
+            print_error("aborted")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(code if isinstance(code, int) else EXIT_OK)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:

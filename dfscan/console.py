@@ -57,10 +57,21 @@ def set_debug(on: bool) -> None:
     DEBUG["on"] = DEBUG["on"] or on
 
 
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a library's multi-line text (torch's lists of keys) joined, and cut if long."""
+    text = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}... ({len(text) - MAX_ERROR_CHARS} more characters)"
+    return text
+
+
 def print_error(message: str) -> None:
     from dfscan.results import escape_text  # noqa: PLC0415 - file names may hold undecodable bytes
 
-    err.print(f"[bold red]error:[/] {escape(escape_text(message))}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(escape_text(one_line(message)))}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -10,6 +10,7 @@ EXIT_USAGE = 2         # bad command line (typer/click also uses 2)
 EXIT_INPUT_FAILED = 3  # at least one input could not be scanned (and none was FAKE)
 EXIT_SETUP = 4         # cannot run at all: bad model bundle, no onnxruntime, bad weights; an output it cannot write
 EXIT_CRASH = 5         # an unexpected internal error (a bug): never confused with a verdict
+EXIT_INTERRUPTED = 130  # Ctrl-C, as for a process ended by SIGINT
 EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`| head`): what a shell reports for a SIGPIPE death
 
 

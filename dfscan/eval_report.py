@@ -12,6 +12,7 @@ import numpy as np
 
 from dfscan import likelihood
 from dfscan.evaluate import ScoreItem, binary_metrics
+from dfscan.inputs import labels_text
 
 LEVELS = ("frame", "video")
 CV_FOLDS = 5
@@ -95,7 +96,7 @@ def read_group_column(data: str | Path, column: str) -> dict[str, str]:
     csv_path = data / "labels.csv" if data.is_dir() else data
     if not csv_path.is_file():
         raise ValueError(f"--group-by needs a labels CSV: {csv_path} does not exist (a real/ + fake/ folder has no columns)")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    with labels_text(csv_path), open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if column not in (reader.fieldnames or []):
             raise ValueError(f"{csv_path} has no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")

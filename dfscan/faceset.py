@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dfscan.errors import UsageError
-from dfscan.inputs import confined
+from dfscan.inputs import confined, labels_text
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
@@ -90,7 +90,7 @@ class FaceSet:
         csv_path = root / "labels.csv"
         if not csv_path.is_file():
             raise FileNotFoundError(f"{root} is not a face set: no labels.csv")
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        with labels_text(csv_path), open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -155,7 +155,7 @@ class FaceSet:
 def read_geometry(root: str | Path) -> dict:
     path = Path(root) / GEOMETRY_FILE
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _read_geometry_file(path)
     return dict(KNOWN_GEOMETRY.get(Path(root).resolve().name, {}))
 
 
@@ -175,6 +175,16 @@ def training_geometry(roots: "list[str | Path]", margin: float | None = None) ->
                              "re-extract them alike or give --crop-margin")
         margin = candidates.pop() if candidates else 0.0
     return float(margin), geometries
+
+
+def _read_geometry_file(path: Path) -> dict:
+    try:
+        geometry = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # bad JSON or not UTF-8
+        raise ValueError(f"{path}: not a face set's geometry file ({exc})") from None
+    if not isinstance(geometry, dict):
+        raise ValueError(f"{path}: not a face set's geometry file (a JSON object)")
+    return geometry
 
 
 def write_geometry(root: str | Path, geometry: dict) -> None:
@@ -243,7 +253,7 @@ class FaceSetWriter:
         resumed with other copies or seed would skip the faces done and say nothing)."""
         path = self.root / GEOMETRY_FILE
         if path.is_file():
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = _read_geometry_file(path)
             changed = [key for key in same if old.get(key) != geometry.get(key)]
             if changed:
                 was = ", ".join(f"{key} {old.get(key)!r}, not {geometry.get(key)!r}" for key in changed)
@@ -256,7 +266,7 @@ class FaceSetWriter:
             write_geometry(self.root, geometry)
 
     def _existing_columns(self) -> tuple[str, ...]:
-        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
+        with labels_text(self.csv_path), open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), None)
         return tuple(header) if header else COLUMNS
 
@@ -264,7 +274,7 @@ class FaceSetWriter:
         """The videos and the files that rows already name (what a resumed run skips)."""
         if not self.csv_path.is_file():
             return set(), set()
-        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
+        with labels_text(self.csv_path), open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
         return {r["video"] for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
 

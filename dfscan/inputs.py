@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -33,6 +34,17 @@ def confined(folder: str | Path, name: str) -> Path:
 class Found:
     path: str
     problem: str | None = None   # set when the entry can't be scanned (loop, unreadable directory)
+
+
+@contextmanager
+def labels_text(path: str | Path) -> Iterator[None]:
+    """Around the reading of a labels CSV: text that is not UTF-8 (a Latin-1 export, or a video given where
+    its labels were expected) is a ValueError naming the file, not the codec's message alone."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a labels CSV (not UTF-8 text: {exc.reason} at byte {exc.start}; "
+                         "a labels CSV is UTF-8)") from None
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:

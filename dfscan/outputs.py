@@ -22,6 +22,7 @@ from dfscan.errors import OutputError
 
 KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder", "bundle")
 HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
+SVG_MARKER = "<!-- generator: dfscan -->"  # the first line of each figure `eval --report` writes as a file
 REPORT_INDEX = "index.html"
 REPORT_ROWS = "index.jsonl"
 JSONL_ROW_START = b'{"path": '  # how every dfscan result row begins (VideoResult.to_json)
@@ -58,6 +59,8 @@ def is_earlier_output(path: Path, kind: str) -> bool:
         return first.startswith(b"path,label,")
     if kind == "html":
         return any(marker.encode() in head for marker in HTML_MARKERS)
+    if kind == "svg":
+        return head.startswith(SVG_MARKER.encode())
     if kind == "jsonl" and head.startswith(JSONL_ROW_START) and not _first_line(path).endswith(b"\n"):
         return True  # one row, cut by a kill before its end: resume drops it and redoes it
     if kind in ("jsonl", "json", "scores"):
@@ -118,7 +121,9 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
     for out in outputs:
         if out.kind == "report":
             _check_report_dir(out, overwrite, input_keys)
-        elif out.kind in ("pages", "folder"):
+        elif out.kind == "pages":
+            _check_pages_dir(out, overwrite, input_dirs)
+        elif out.kind == "folder":
             _check_folder(out, overwrite)
         elif out.kind == "bundle":
             _check_bundle_dir(out, overwrite, input_keys)
@@ -179,18 +184,40 @@ def _check_report_dir(out: Output, overwrite: bool, input_keys: set[str]) -> Non
 
 
 def _check_folder(out: Output, overwrite: bool) -> None:
-    """pages: a directory whose index.html, if any, is an earlier dfscan page (eval --report); folder: a new
-    or empty directory (robustness --keep, whose file names could be anything's)."""
+    """A new or empty directory (robustness --keep, whose file names could be anything's)."""
     path = out.path
     if path.exists() and not path.is_dir():
         raise OutputError(f"{out.option} {path} exists and is not a directory")
-    if not path.is_dir() or overwrite:
-        return
-    if out.kind == "folder" and any(path.iterdir()):
+    if path.is_dir() and not overwrite and any(path.iterdir()):
         raise OutputError(f"{out.option} {path} is not empty: give a new or empty directory")
+
+
+def _check_pages_dir(out: Output, overwrite: bool, input_dirs: list[Path]) -> None:
+    """eval --report: a directory where the page's files (index.html and its figures) are absent or earlier
+    dfscan ones; a foreign one is replaced only with `overwrite`, and never inside an input directory."""
+    from dfscan.report.eval_page import FIGURES  # noqa: PLC0415
+
+    path = out.path
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out.option} {path} exists and is not a directory")
+    if not path.is_dir():
+        return
     index = path / REPORT_INDEX
-    if out.kind == "pages" and index.exists() and not is_earlier_output(index, "html"):
-        raise OutputError(f"{out.option}: {index} exists and is not an earlier dfscan page; give another directory")
+    earlier_page = index.is_file() and is_earlier_output(index, "html")
+    foreign = [] if earlier_page or not index.exists() else [index]
+    if not earlier_page:  # the figures of an earlier page are its own; without one, each must say it is dfscan's
+        foreign += [path / f"{name}.svg" for name in FIGURES
+                    if (path / f"{name}.svg").exists() and not is_earlier_output(path / f"{name}.svg", "svg")]
+    if not foreign:
+        return
+    real = Path(_key(path))
+    inside = [folder for folder in input_dirs if folder == real or folder in real.parents]
+    if inside:
+        raise OutputError(f"{out.option}: {foreign[0]} exists inside the input {inside[0]} and is not an earlier "
+                          "dfscan page: it may be one of the inputs; give another directory")
+    if not overwrite:
+        raise OutputError(f"{out.option}: {foreign[0]} exists and is not an earlier dfscan page; give another "
+                          "directory, or --overwrite to replace it")
 
 
 def _check_bundle_dir(out: Output, overwrite: bool, input_keys: set[str]) -> None:

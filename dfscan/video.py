@@ -163,6 +163,14 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
         return self
 
     def __iter__(self) -> Iterator[SampledFrame | str]:
+        try:
+            yield from self._sampled()
+        except _DamagedUnderThreads:
+            self._reopen_single_threaded()
+            yield RESTART
+            yield from self._sampled()
+
+    def _sampled(self) -> Iterator[SampledFrame | str]:
         taken = 0
         for frame in self.sampler.run(self.targets, self.max_frames, uniform=self.fps is None):
             taken = 0 if frame is RESTART else taken + 1
@@ -172,6 +180,16 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
         if not taken:
             raise NoFramesError(f"{self.file.name}: the video stream has no decodable frames")
         _update_from_frames(self.info, self.sampler)
+
+    def _reopen_single_threaded(self) -> None:
+        """The file again, from its start, decoded as a CPU scan decodes it."""
+        self.container.close()
+        self.threaded = False
+        self.container = _open(self.file)
+        stream = _video_stream(self.container, self.file, threaded=False)
+        self.info = _describe(self.container, stream, self.file, rotation=0, pix_fmt=stream.codec_context.pix_fmt or "")
+        self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
+                                self.budget, self.strict, skip_unsampled=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.container is not None:
@@ -355,14 +373,16 @@ def uniform_targets(duration: float, n: int) -> list[float]:
 
 
 def _decode(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
-            budget: _DecodeBudget | None, skipping: _Skipping | None = None) -> Iterator[av.VideoFrame]:
+            budget: _DecodeBudget | None, skipping: _Skipping | None = None,
+            threaded: bool = False) -> Iterator[av.VideoFrame]:
     """Frames in presentation order. A packet that fails to decode is skipped; a demuxer error ends the stream
     there (a truncated file), as do more than MAX_DECODE_ERRORS such packets, and a file cut inside its last
     packet ends with the frame before it, with or without FFmpeg's frame threads. skipping: packets of frames it does
     not need go to the decoder with FFmpeg's skip_frame at NONREF (a frame another one refers to is still
-    decoded; one none does is dropped unseen)."""
+    decoded; one none does is dropped unseen). threaded: the decoder runs FFmpeg's frame threads, and damage
+    raises _DamagedUnderThreads."""
     if skipping is None:
-        yield from _decode_packets(container, stream, file, budget, None)
+        yield from _decode_packets(container, stream, file, budget, None, threaded)
         return
     try:
         yield from _decode_packets(container, stream, file, budget, skipping)
@@ -371,7 +391,8 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, file
 
 
 def _decode_packets(container: av.container.InputContainer, stream: av.VideoStream, file: Path,
-                    budget: _DecodeBudget | None, skipping: _Skipping | None) -> Iterator[av.VideoFrame]:
+                    budget: _DecodeBudget | None, skipping: _Skipping | None,
+                    threaded: bool = False) -> Iterator[av.VideoFrame]:
     errors = 0
     context = stream.codec_context
     # A packet the demuxer flags corrupt is decoded only once a packet with data follows it. A file cut inside
@@ -394,14 +415,18 @@ def _decode_packets(container: av.container.InputContainer, stream: av.VideoStre
             ready.append(packet)
             held = None
         for sent in ready:
+            if threaded and sent.is_corrupt and sent.size:
+                raise _DamagedUnderThreads
             try:
                 decoded = stream.decode(sent)
             except av.FFmpegError:
                 if skipping is not None:
                     raise _SkipMismatch from None
+                if threaded:
+                    raise _DamagedUnderThreads from None
                 errors += 1
                 continue
-            yield from _frames_before_cut(decoded, cut_pts, skipping, file, budget)
+            yield from _frames_before_cut(decoded, cut_pts, skipping, file, budget, threaded)
         if errors > MAX_DECODE_ERRORS:
             break
     if skipping is not None:
@@ -409,19 +434,24 @@ def _decode_packets(container: av.container.InputContainer, stream: av.VideoStre
     if held is not None:
         cut_pts = held.pts
     try:
-        yield from _frames_before_cut(stream.decode(None), cut_pts, skipping, file, budget)
-    except av.FFmpegError:
+        yield from _frames_before_cut(stream.decode(None), cut_pts, skipping, file, budget, threaded)
+    except av.error.EOFError:  # drained already, by the demuxer's closing empty packet
         pass
+    except av.FFmpegError:
+        if threaded:
+            raise _DamagedUnderThreads from None
 
 
 def _frames_before_cut(frames: Iterable[av.VideoFrame], cut_pts: int | None, skipping: _Skipping | None,
-                       file: Path, budget: _DecodeBudget | None) -> Iterator[av.VideoFrame]:
+                       file: Path, budget: _DecodeBudget | None, threaded: bool = False) -> Iterator[av.VideoFrame]:
     """The frames, less those shown after a cut file's last packet (cut_pts): decoded before it and held for
     reordering, they lie past the damage, and frames are numbered as they decode, so one would take the
     missing frame's number."""
     for frame in frames:
         if budget is not None:
             budget.check(file)
+        if threaded and frame.is_corrupt:
+            raise _DamagedUnderThreads
         if cut_pts is None or frame.pts is None or frame.pts <= cut_pts:
             yield _checked_for_skipping(frame, skipping)
 
@@ -445,6 +475,12 @@ def _checked_for_skipping(frame: av.VideoFrame, skipping: _Skipping | _SeekSkipp
 
 
 SKIP_MIN_GAP = 3  # frames between the frames nearest consecutive targets, at least, for `_Skipping`
+
+
+class _DamagedUnderThreads(Exception):
+    """A frame-threaded decoder (a GPU scan's) met damage: a packet that fails or is flagged corrupt, or a frame
+    FFmpeg concealed. Its concealment then differs from a single-threaded decode's (a CPU scan's: on a damaged
+    MP4, 23 of 32 sampled frames had other pixels), so the file is decoded again without threads."""
 
 
 class _SkipMismatch(Exception):
@@ -840,7 +876,8 @@ class _Sampler:
     # - helpers -
 
     def _frames(self, skipping: _Skipping | _SeekSkipping | None = None) -> Iterator[av.VideoFrame]:
-        return _decode(self.container, self.stream, self.file, self.budget, skipping)
+        return _decode(self.container, self.stream, self.file, self.budget, skipping,
+                       threaded=not self.skip_unsampled)
 
     def _seek_skipping(self) -> _SeekSkipping | None:
         """Skipping for a seeking pass where frames may go undecoded (a single-threaded decoder)."""

@@ -91,6 +91,37 @@ def test_usage_and_setup_errors(face_video, bundles, tmp_path):
     assert bad_runtime.exit_code == 2 and "DFSCAN_CPU_RUNTIME must be one of" in bad_runtime.output
 
 
+AS_DFSCAN = "import sys; sys.argv[0] = 'dfscan'; from dfscan.cli import main; main()"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["check", "--bogus"], "error: no such option: --bogus (see 'dfscan check --help')"),
+    (["nocmd"], "error: no such command 'nocmd' (see 'dfscan --help')"),
+    (["scan"], "error: missing argument 'ROOT' (see 'dfscan scan --help')"),
+    (["check", "--device"], "error: option '--device' requires an argument"),
+    (["train", "bce", "--epochs", "two"], "error: invalid value for '--epochs': 'two' is not a valid int "
+                                          "(see 'dfscan train bce --help')"),
+])
+def test_a_command_line_the_parser_refuses_is_one_line_and_exit_2(args, expected):
+    """click draws a five-line box for these; dfscan's one error printer writes one line, as for its own."""
+    done = subprocess.run([sys.executable, "-c", AS_DFSCAN, *args], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", expected + "\n")
+
+
+def test_the_error_printer_makes_a_library_message_one_line():
+    from dfscan.console import MAX_ERROR_CHARS, one_line
+
+    assert one_line("Error(s) in loading:\n\tMissing key(s): a, b.\n\n\tUnexpected: c") == \
+        "Error(s) in loading: Missing key(s): a, b. Unexpected: c"
+    long = one_line("x" * (MAX_ERROR_CHARS + 5))
+    assert long.endswith("... (5 more characters)") and "\n" not in long
+
+
+def test_no_arguments_prints_the_help_and_no_error_line():
+    done = subprocess.run([sys.executable, "-c", AS_DFSCAN], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Usage:" in done.stdout + done.stderr and "error:" not in done.stderr
+
+
 def test_an_empty_path_to_scan_is_refused_not_the_working_directory(tmp_path, face_video, monkeypatch):
     """typer turns an empty argument into Path("."): `scan ''` scanned the working directory."""
     shutil.copy(face_video, tmp_path / "here.mp4")
@@ -121,7 +152,9 @@ def test_scan_directory_csv_jsonl_and_error_rows(tmp_path, face_video, blank_vid
     assert only_bad.exit_code == 3
 
 
-def test_killed_scan_resumes_with_every_video_exactly_once(tmp_path, face_video, bundles):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_killed_scan_resumes_with_every_video_exactly_once(tmp_path, face_video, bundles, stop):
+    """SIGKILL, and SIGINT to the whole process group as a terminal's Ctrl-C sends it (exit 130, never 1)."""
     videos = tmp_path / "videos"
     videos.mkdir()
     for i in range(12):
@@ -135,8 +168,8 @@ def test_killed_scan_resumes_with_every_video_exactly_once(tmp_path, face_video,
         if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 4:  # header + 3 rows
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, stop)
+    assert proc.wait(timeout=120) == (-signal.SIGKILL if stop == signal.SIGKILL else 130)
     with open(out_csv, newline="") as fh:
         before = len(list(csv.DictReader(fh)))
     assert 3 <= before < 12, "the scan should have been killed part-way"

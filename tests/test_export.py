@@ -148,3 +148,27 @@ def test_export_never_leaves_half_a_bundle(tmp_path):
     assert into_run.exit_code == 2 and (run / "best.pt").is_file()
     again = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(bundle), "--overwrite", "--name", "b"])
     assert again.exit_code == 0 and load_manifest(bundle).name == "b"
+
+
+def test_weights_that_do_not_fit_are_one_line_naming_the_mismatch(tmp_path):
+    """Found by a probe: torch's state-dict error (every key, over several lines) reached the terminal as it was."""
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    cfg = RecipeConfig(recipe="bce", dataset=str(tmp_path / "absent"), input_size=48, pretrained=False)
+    net = build_net(cfg).eval()
+    p, y = _scores(200)
+    state = dict(net.state_dict())
+    state.pop("head.weight")
+    state["stray.weight"] = torch.zeros(1)
+    ckpt = {"format": "dfscan-ckpt/1", **_meta(cfg, net), "model": state,
+            "head": {"kind": "linear", "weight": net.head.weight.detach().numpy(), "bias": net.head.bias.detach().numpy()},
+            "val_scores": p, "val_labels": y, "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
+    torch.save(ckpt, tmp_path / "best.pt")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "bundle")])
+    assert result.exit_code == 4 and not (tmp_path / "bundle").exists()
+    line = " ".join(result.output.split())
+    assert "do not fit its recipe's network (bce, efficientnet_lite0): 1 missing (e.g. head.weight), " \
+           "1 unexpected (e.g. stray.weight)" in line, result.output
+

@@ -383,6 +383,9 @@ def test_extract_command_dry_run(ffpp):
     assert default_out_dir("csv", ffpp / "splits" / "train.json", "c23") == ffpp / "splits" / "dfscan_faces" / "csv"
     bad = CliRunner().invoke(app, ["nope", str(ffpp)])
     assert bad.exit_code == 2
+    for dataset in ("ff++", "folder"):  # a quality no dataset has is refused, not ignored where it does not apply
+        typo = CliRunner().invoke(app, [dataset, str(ffpp), "--compression", "c32", "--dry-run"])
+        assert typo.exit_code == 2 and "--compression must be one of raw, c23, c40" in typo.output, typo.output
 
 
 def test_command_module_imports_nothing_heavy():

@@ -19,6 +19,8 @@ from dfscan import likelihood
 from dfscan.cli import app
 from dfscan.errors import ModelError
 from dfscan.model.manifest import load_manifest
+from dfscan.outputs import SVG_MARKER
+from dfscan.report.eval_page import FIGURES
 
 HAS_LIR = importlib.util.find_spec("lir") is not None
 needs_lir = pytest.mark.skipif(not HAS_LIR, reason="lir not installed (the [train] extra, Python >= 3.11)")
@@ -332,9 +334,12 @@ def test_eval_reports_cllr_groups_and_a_self_contained_page(lr_bundle, tmp_path)
     assert groups["a"]["at"]["balanced"] == {"fpr": 1.0, "tpr": 1.0}   # everything is called fake
     page = (report / "index.html").read_text()
     assert not re.search(r"(https?|ftp|wss?):|//[a-z0-9]|url\(|@import|<script|<link", page, re.I)
-    for figure in ("roc", "reliability", "tippett_frame", "tippett_video", "histogram_frame", "histogram_video"):
+    assert sorted(p.stem for p in report.glob("*.svg")) == sorted(FIGURES)
+    for figure in FIGURES:
         svg = (report / f"{figure}.svg").read_text()
-        assert svg.startswith("<svg xmlns=") and "<polyline" in svg or "<rect" in svg
+        assert svg.startswith(SVG_MARKER + "\n<svg xmlns=") and "<polyline" in svg or "<rect" in svg
+    (report / "index.html").unlink()  # its own figures, without their page, are still dfscan's to replace
+    assert runner.invoke(app, args[:-2]).exit_code == 0 and (report / "index.html").is_file()
     assert "Cllr" in page and "per domain" in page.lower()
     # the scores file refits the calibration (frame level on request)
     copy = shutil.copytree(lr_bundle, tmp_path / "refit")

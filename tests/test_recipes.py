@@ -293,7 +293,7 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     ("--weight-decay", "nan"), ("--momentum", "1.5"), ("--val-limit", "0"), ("--limit", "-1"), ("--seed", "-1"),
     ("--crop-margin", "5"), ("--crop-margin", "nan"), ("--input-size", "7"), ("--aug-copies", "0"),
     ("--optimizer", "bogus"), ("--schedule", "bogus"), ("--combination", "bogus"), ("--plateau-patience", "0"),
-    ("--backbone", "bogus"), ("--init", "/nowhere/best.pt"),
+    ("--backbone", "bogus"), ("--init", "/nowhere/best.pt"), ("--compression", "bogus"), ("--freeze-stages", "99"),
 ])
 def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
     """Found by a probe: these were library errors (exit 4, some after writing config.json), an IndexError

@@ -513,3 +513,63 @@ def test_links_to_nowhere_and_videos_given_as_labels_say_what_they_are(tmp_path,
     assert dangling.exit_code == 3 and "a link to a missing file" in dangling.output
     as_labels = invoke("eval", face_video, "--model", bundles["neutral"])
     assert as_labels.exit_code == 2 and str(face_video) in as_labels.output and "labels CSV" in as_labels.output
+
+
+def test_eval_report_replaces_only_its_own_files_and_nothing_foreign_inside_an_input(tmp_path):
+    """Found by a probe: `eval --report DIR` replaced a foreign roc.svg wherever DIR held no index.html, and
+    could write over files inside the face set it read. A foreign page file needs --overwrite, and inside an
+    input directory it is refused even then; an earlier page's own files are replaced."""
+    from dfscan.errors import OutputError
+    from dfscan.outputs import SVG_MARKER, Output, check_outputs
+
+    face_set = tmp_path / "faces"
+    (face_set / "images").mkdir(parents=True)
+    (face_set / "labels.csv").write_text("file,label,split\n")
+
+    def check(folder: Path, overwrite: bool = False) -> None:
+        check_outputs([Output("--report", "pages", folder)], [face_set], overwrite)
+
+    foreign = tmp_path / "figures"
+    foreign.mkdir()
+    (foreign / "roc.svg").write_text("<svg>someone's ROC</svg>")
+    with pytest.raises(OutputError, match="roc.svg exists and is not an earlier dfscan page"):
+        check(foreign)
+    check(foreign, overwrite=True)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "roc.svg").write_text(SVG_MARKER + "\n<svg></svg>")
+    check(ours)
+    inside = face_set / "images"
+    check(inside)  # nothing there to replace: the page only adds files
+    (inside / "histogram_frame.svg").write_text("<svg>a figure kept with the data</svg>")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="inside the input"):
+            check(inside, overwrite)
+    with pytest.raises(OutputError, match="is one of the inputs"):
+        check(face_set, overwrite=True)
+    check(tmp_path / "new")
+
+
+def test_labels_that_are_not_utf8_and_a_broken_geometry_file_name_their_file(tmp_path):
+    """Found by a probe: a Latin-1 labels CSV was "'utf-8' codec can't decode byte 0xe9 ..." and a broken
+    faceset.json "Expecting property name ..." with no file named. Each is one line naming the file, exit 2."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,label\nvidéo.mp4,real\n".encode("latin-1"))
+    for args in (["extract", "csv", latin, "--out", tmp_path / "out"], ["eval", latin]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and f"{latin}: not a labels CSV (not UTF-8 text" in result.output, result.output
+    faces = tmp_path / "faces"
+    (faces / "images").mkdir(parents=True)
+    (faces / "labels.csv").write_bytes("file,label,split,source,video,width,height\né.jpg,real,train,a,a,9,9\n"
+                                       .encode("latin-1"))
+    result = invoke("eval", faces)
+    assert result.exit_code == 2 and f"{faces / 'labels.csv'}: not a labels CSV" in result.output, result.output
+    (faces / "labels.csv").write_text("file,label,split,source,video,width,height\n")
+    (faces / "faceset.json").write_text("{broken")
+    from dfscan.faceset import FaceSet
+
+    with pytest.raises(ValueError, match=f"{faces / 'faceset.json'}: not a face set's geometry file"):
+        FaceSet.load(faces).geometry
+    result = invoke("train", "bce", "--dataset", f"faces:{faces}", "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 4 and f"{faces / 'faceset.json'}: not a face set's geometry" in result.output, \
+        result.output

@@ -263,3 +263,29 @@ def test_sbi_resumes_a_pool_only_with_its_own_settings(tmp_path):
         assert result.exit_code == 2 and "made with other settings" in result.output, (changed, result.output)
     assert sbi().exit_code == 0
     assert (out / "labels.csv").read_text() == before
+
+
+def test_sbi_names_each_face_it_could_not_read_and_exits_3(tmp_path):
+    """Found by a probe: a face set whose images are all unreadable gave an empty pool and exit 0. Each such face
+    is a line naming its file and why, and the command ends with exit 3 (some inputs unused), as extract does."""
+    _need_landmarks()
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    rows = _dfdc_rows(2, 1)
+    src = make_face_set(tmp_path, rows)
+    (src / "images" / rows[0]["file"]).write_bytes(b"not a jpeg")
+    (src / "images" / rows[2]["file"]).unlink()
+    result = CliRunner().invoke(app, ["sbi", str(src), "--out", str(tmp_path / "pool"), "--copies", "1",
+                                      "--size", "64", "--splits", "train"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 3, result.output
+    assert "1 real views, 1 self-blended, 0 fake views, 2 unreadable faces skipped" in output
+    for row in (rows[0], rows[2]):
+        assert f"failed: cannot read image {src / 'images' / row['file']}: " in output
+    for row in rows:
+        (src / "images" / row["file"]).write_bytes(b"")
+    nothing = CliRunner().invoke(app, ["sbi", str(src), "--out", str(tmp_path / "none"), "--copies", "1",
+                                       "--size", "64", "--splits", "train"])
+    assert nothing.exit_code == 3 and "0 real views" in " ".join(nothing.output.split()), nothing.output

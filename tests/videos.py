@@ -166,6 +166,18 @@ def write_damaged(path: str | Path, source: str | Path) -> Path:
     return Path(path)
 
 
+def write_remuxed(source: str | Path, path: str | Path) -> Path:
+    """`source`'s video packets, as they are, in the container `path`'s suffix names (.ts, .mkv)."""
+    with av.open(str(source)) as reader, av.open(str(path), "w") as writer:
+        stream = reader.streams.video[0]
+        out = writer.add_stream_from_template(stream)
+        for packet in reader.demux(stream):
+            if packet.dts is not None:
+                packet.stream = out
+                writer.mux(packet)
+    return Path(path)
+
+
 def write_audio_only(path: str | Path, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
     """An audio-only file (AAC in .mp4/.m4a, or PCM in .wav): a 440 Hz tone."""
     path = Path(path)

@@ -28,6 +28,15 @@ def default_out_dir(dataset: str, root: Path, compression: str) -> Path:
     return base / "dfscan_faces" / name
 
 
+def check_compression(compression: str) -> None:
+    """A --compression that names no FaceForensics++ quality is a mistake whatever the dataset: refused, not
+    ignored (other datasets have no qualities, and `train --dataset ff++` looks for the faces by it)."""
+    from dfscan.datasets.ffpp import FFPP_COMPRESSIONS  # noqa: PLC0415
+
+    if compression not in FFPP_COMPRESSIONS:
+        raise _fail(f"--compression must be one of {', '.join(FFPP_COMPRESSIONS)}, not {compression!r}")
+
+
 def _split_methods(methods: List[str]) -> list[str]:
     return [m.strip() for value in methods for m in value.split(",") if m.strip()]
 
@@ -71,6 +80,7 @@ def extract_command(
         raise _fail(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
     if not root.exists():
         raise _fail(f"{root} does not exist")
+    check_compression(compression)
     if frames < 1 or not 16 <= size <= 1024 or not 0.0 <= margin <= 2.0 or max_faces < 1:
         raise _fail("need --frames >= 1, 16 <= --size <= 1024, 0 <= --margin <= 2, --max-faces >= 1")
     if limit is not None and limit < 1:
@@ -102,10 +112,10 @@ def extract_command(
         raise _fail(exc.message, exc.exit_code) from None
     out.print(f"{target}: {stats.faces} faces from {stats.videos} videos; {stats.skipped_done} already done, "
               f"{stats.no_face} without a face, {stats.failed} failed", highlight=False)
-    _end_with_failures(stats.failures)
+    end_with_failures(stats.failures)
 
 
-def _end_with_failures(failures: list[str]) -> None:
+def end_with_failures(failures: list[str]) -> None:
     """Each input a command could not use ("path: reason"), a line each; exit 3 if any, as `scan` does: the
     others were used."""
     for failure in failures:
@@ -155,8 +165,6 @@ def eval_command(
         lookup = read_group_column(data, group_by) if group_by else None
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
-    except UnicodeDecodeError as exc:  # a video or image given where a labels CSV was expected
-        raise _fail(f"{data}: not a labels CSV or face set (not UTF-8 text: {exc.reason})") from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -168,8 +176,6 @@ def eval_command(
             result = evaluate_videos(model, data, split_arg, threshold, device=device, frames=frames)
     except DfscanError as exc:
         raise _fail(exc.message, exc.exit_code) from None
-    except UnicodeDecodeError as exc:  # a video or image given where a labels CSV was expected
-        raise _fail(f"{data}: not a labels CSV or face set (not UTF-8 text: {exc.reason})") from None
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     lrs = add_lr_and_groups(result, manifest, folds, lookup, group_by)
@@ -193,7 +199,7 @@ def eval_command(
             out.print(f"scores: {scores}", highlight=False)
         if report:
             out.print(f"report: {page}", highlight=False)
-    _end_with_failures([f"{item.id}: {item.reason or 'could not be scanned'}" for item in result.items
+    end_with_failures([f"{item.id}: {item.reason or 'could not be scanned'}" for item in result.items
                         if item.status == "ERROR" and item.level == "video"])
 
 

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from dfscan.commands.data import end_with_failures
 from dfscan.console import fail, out
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE
 
@@ -53,3 +54,4 @@ def sbi_command(
         raise _fail(str(exc)) from None
     out.print(f"{out_dir}: {stats.reals} real views, {stats.blends} self-blended, {stats.fakes} fake views"
               + (f", {stats.skipped} unreadable faces skipped" if stats.skipped else ""), highlight=False)
+    end_with_failures(stats.failures)

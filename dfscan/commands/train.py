@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from dfscan.commands.data import default_out_dir
+from dfscan.commands.data import check_compression, default_out_dir
 from dfscan.console import out
 from dfscan.errors import EXIT_SETUP, EXIT_USAGE, DfscanError
 
@@ -75,7 +75,7 @@ def _opt(name: str, annotation: Any, default: Any, *flags: str, help: str = "") 
 COMMON = (
     _opt("dataset", str, ..., "--dataset", help="faces:PATH (any face set) or ff++ | celebdf | dfdc (with --data-root); several, comma-separated, train as one with batches balanced over them (each face set is a domain)."),
     _opt("data_root", Optional[Path], None, "--data-root", help="Dataset root that `dfscan extract` wrote dfscan_faces/ into."),
-    _opt("compression", str, "c23", "--compression", help="FaceForensics++ quality: c23 | c40."),
+    _opt("compression", str, "c23", "--compression", help="FaceForensics++ quality: raw | c23 | c40."),
     _opt("methods", List[str], [], "--methods", help="FaceForensics++ methods to train on (comma-separated). Default: all."),
     _opt("backbone", str, "efficientnet_lite0", "--backbone", help="efficientnet_lite0 | dlib_resnet | facenet | resnet34 | timm names (efficientnet_b4, xception...)."),
     _opt("input_size", Optional[int], None, "--input-size", help="Crop side fed to the backbone. Default: the backbone's."),
@@ -146,6 +146,8 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
     _check_run_dir(Path(out_dir), resume)
     try:
         best = run_recipe(cfg, out_dir, resume=resume, console=lambda s: out.print(s, highlight=False))
+    except DfscanError:
+        raise
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc), EXIT_SETUP) from None
     from dfscan.train.loop import is_main_process  # noqa: PLC0415
@@ -201,6 +203,7 @@ def _check_values(values: dict[str, Any]) -> None:
         ("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
         ("combination", lambda v: v in ENSEMBLE_COMBINATIONS, f"one of {', '.join(ENSEMBLE_COMBINATIONS)}"),
     )
+    check_compression(values["compression"])
     if not is_known_backbone(values["backbone"]):
         raise _fail(f"--backbone must be one of {', '.join(list_backbones())}, not {values['backbone']!r}")
     if values.get("init") is not None and not Path(values["init"]).is_file():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dfscan.datasets.items import VIDEO_EXTENSIONS, VideoItem, relative_id
 from dfscan.faceset import SPLITS
-from dfscan.inputs import confined
+from dfscan.inputs import confined, labels_text
 
 
 def parse_label(value: str) -> str:
@@ -41,6 +41,11 @@ def read_csv(csv_path: str | Path) -> list[VideoItem]:
     """A CSV `path,label[,split,source]` (`file` for `path` too, as in the shared wild_clips labels); paths
     are relative to the CSV's folder and must stay inside it. Rows that name no video file (images) are skipped."""
     csv_path = Path(csv_path)
+    with labels_text(csv_path):
+        return _read_csv_rows(csv_path)
+
+
+def _read_csv_rows(csv_path: Path) -> list[VideoItem]:
     items: list[VideoItem] = []
     labelled: dict[Path, tuple[str, int]] = {}  # each video's label and the line that gave it
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:

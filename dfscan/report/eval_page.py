@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dfscan.likelihood import VERBAL_SCALE_TEXT
+from dfscan.outputs import SVG_MARKER
 
 WIDTH, HEIGHT = 460, 320
 LEFT, RIGHT, TOP, BOTTOM = 52, 14, 30, 44
@@ -197,6 +198,10 @@ def _group_table(groups: dict[str, Any], column: str) -> str:
             f"{head}</tr>{rows}</table>")
 
 
+# The figures a page may have, each also written as DIR/<name>.svg (which of them depends on the data).
+FIGURES = ("roc", "reliability", "tippett_frame", "tippett_video", "histogram_frame", "histogram_video")
+
+
 def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str, Any]]) -> Path:
     """Write DIR/index.html and DIR/<figure>.svg for an EvalResult with its items (and, when present, its
     likelihood-ratio summary and per-group figures); `lrs` per level as `dfscan.eval_report.add_lr_and_groups`
@@ -225,7 +230,7 @@ def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str,
         charts[f"histogram_{level}"] = histogram_chart(level, scores, labels)
     for name, chart in charts.items():
         # a standalone SVG file needs its namespace; inline in HTML it needs none (and the page names no URL)
-        standalone = chart.svg().replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+        standalone = SVG_MARKER + "\n" + chart.svg().replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
         (out_dir / f"{name}.svg").write_text(standalone, encoding="utf-8")
     model = result.model or {}
     sections = [

@@ -78,9 +78,20 @@ def rebuild_net(ckpt: dict[str, Any]) -> Net:
     cfg = RecipeConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
     cfg.augment = tuple(cfg.augment or ())
     net = build_net(cfg, pretrained=False)
+    missing, unexpected = _state_mismatch(net.state_dict(), ckpt["model"])
+    if missing or unexpected:  # torch's own message lists every key, over many lines
+        raise ValueError(f"the checkpoint's weights do not fit its recipe's network ({cfg.recipe}, {cfg.backbone}): "
+                         f"{len(missing)} missing (e.g. {(missing or ['-'])[0]}), {len(unexpected)} unexpected "
+                         f"(e.g. {(unexpected or ['-'])[0]})")
     net.load_state_dict(ckpt["model"])
     net.start_stage = 0
     return net.eval()
+
+
+def _state_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Keys a network needs that the weights lack (or hold in another shape), and keys it has no place for."""
+    missing = [k for k, v in expected.items() if k not in given or tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
+    return missing, [k for k in given if k not in expected]
 
 
 def head_fn(ckpt: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:

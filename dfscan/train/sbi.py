@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -221,7 +221,11 @@ class PoolStats:
     reals: int = 0
     fakes: int = 0
     blends: int = 0
-    skipped: int = 0
+    failures: list[str] = field(default_factory=list)  # "file: reason", one a face that could not be read
+
+    @property
+    def skipped(self) -> int:
+        return len(self.failures)
 
 
 def build_pool(face_set_dir: str | Path, out_dir: str | Path, view: ViewSettings, copies: int = 2,
@@ -288,8 +292,9 @@ def _views_of(faces, record, index: int, stored_margin: float, landmarker: Landm
     try:
         image = faces.read_image(record)
     except ValueError as exc:
-        log.warning("skipped %s: %s", record.file, exc)
-        stats.skipped += 1
+        path = faces.image_path(record)
+        log.info("skipped %s: %s", path, exc)  # the command line prints stats.failures
+        stats.failures.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
         return []
     landmarks = landmarker(image, box_in_crop(image.shape[0], stored_margin)) if record.label == "real" else None
     rows = []

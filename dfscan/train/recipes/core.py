@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dfscan.errors import UsageError
 from dfscan.faceset import FaceRecord, FaceSet
 from dfscan.train import loop
 from dfscan.train.backbones import Backbone, create_backbone, with_input_size
@@ -415,7 +416,6 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False,
 def _run_bagged(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callable[[str], None]) -> Path:
     if cfg.combination not in ENSEMBLE_COMBINATIONS:
         raise ValueError(f"unknown combination {cfg.combination!r}; valid: {', '.join(ENSEMBLE_COMBINATIONS)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     members = []
     shared_cache = cfg.cache_dir or str(run_dir / "cache")  # the val cache is the same for every member
     for bag in range(cfg.bags):
@@ -435,10 +435,13 @@ def _run_bagged(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
 def _run_single(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callable[[str], None]) -> Path:
     cfg = resolve_defaults(cfg)
     spec, module = get_spec(cfg.recipe), recipe_module(cfg.recipe)
-    run_dir.mkdir(parents=True, exist_ok=True)
     loop.set_threads()
     torch.manual_seed(cfg.seed)
     net = build_net(cfg)
+    if cfg.freeze_stages > net.backbone.num_stages:
+        raise UsageError(f"--freeze-stages must be at most {net.backbone.num_stages} for {cfg.backbone} (its "
+                         f"stages; that many freezes the whole backbone), not {cfg.freeze_stages}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     cfg.input_size = net.backbone.input_size
     if cfg.init:
         _init_from(net, cfg.init, console)
