@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -16,8 +17,8 @@ from typer.core import TyperGroup
 
 from dfscan import __version__
 from dfscan.console import err, escape, exit_for, fail, out, print_error, set_debug
-from dfscan.errors import (EXIT_BROKEN_PIPE, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP,
-                           EXIT_USAGE, DfscanError)
+from dfscan.errors import (EXIT_BROKEN_PIPE, EXIT_CRASH, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                           EXIT_SETUP, EXIT_USAGE, DfscanError)
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and they cost a `dfscan check` of a talking
 # head ~0.25 CPU s (13%) on 2 cores for nothing: dfscan's numpy work is on small arrays, and the networks run in
@@ -179,7 +180,7 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing output 
 
 @app.command()
 def check(
-    video: Optional[Path] = typer.Argument(None, help="The video file to check."),
+    video: Optional[Path] = typer.Argument(None, readable=False, help="The video file to check."),
     example: bool = typer.Option(False, "--example", help="Check the bundled example clip (public-domain NASA photo)."),
     model: Optional[Path] = ModelOpt,
     device: str = DeviceOpt,
@@ -282,8 +283,12 @@ def scan(
                     f"{usable_cores()} cores: each worker loads its own models", EXIT_USAGE)
     if engine not in ("local", "ray"):
         raise _fail(f"--engine must be local or ray, not {engine!r}", EXIT_USAGE)
-    if (actors is not None and actors < 1) or gpus_per_actor < 0:
-        raise _fail("--actors must be at least 1 and --gpus-per-actor not negative", EXIT_USAGE)
+    if (actors is not None and actors < 1) or not (math.isfinite(gpus_per_actor) and gpus_per_actor >= 0):
+        raise _fail("--actors must be at least 1 and --gpus-per-actor a number, 0 or more", EXIT_USAGE)
+    ray_only = [flag for flag, given in (("--address", address is not None), ("--actors", actors is not None),
+                                         ("--gpus-per-actor", gpus_per_actor != 0.0)) if given]
+    if engine == "local" and ray_only:
+        raise _fail(f"{', '.join(ray_only)}: only with --engine ray", EXIT_USAGE)
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
@@ -474,13 +479,27 @@ def main() -> None:
     """The `dfscan` command. A `check` ends its process without Python's finalisation: tearing down the modules
     it loaded (onnxruntime, OpenCV, PyAV, numpy, typer) takes ~60 ms, more than a tenth of a talking head's
     whole check on 2 cores, and has nothing left to do: its outputs are written and closed, its threads idle,
-    and it starts no processes. Other commands (Ray clusters, training's workers) end the usual way."""
+    and it starts no processes. Other commands (Ray clusters, training's workers) end the usual way.
+    Whatever happens, the status is never Python's 1 for an uncaught error: 1 means FAKE."""
+    _open_closed_streams()
     try:
         app()
+        code: object = EXIT_OK
     except SystemExit as exc:
-        if _command_name() in QUICK_EXIT_COMMANDS:
-            _exit_now(exc.code)
-        raise
+        code = exc.code
+    except BaseException:  # noqa: BLE001 - an error the one printer could not report (it failed itself)
+        code = EXIT_CRASH
+    if _command_name() in QUICK_EXIT_COMMANDS:
+        _exit_now(code)
+    raise SystemExit(code)
+
+
+def _open_closed_streams() -> None:
+    """`dfscan check v.mp4 >&-` starts with no stdout (sys.stdout is None): its output goes nowhere, as asked,
+    and the exit code still says the verdict (printing to None was an AttributeError, exit 1)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process's life
 
 
 def _exit_now(code: object) -> NoReturn:

@@ -31,13 +31,33 @@ class LazyConsole:
     @property
     def console(self) -> Console:
         if self._console is None:
-            from rich.console import Console  # noqa: PLC0415
-
-            self._console = Console(stderr=self._stderr)
+            self._console = _console_class()(stderr=self._stderr)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
+
+
+def _console_class() -> type:
+    from rich.console import Console  # noqa: PLC0415
+
+    class QuietOnBrokenPipe(Console):
+        """rich ends the process with SystemExit(1) when a write meets a broken pipe, and 1 means FAKE. Here the
+        console goes quiet instead: a stdout whose reader went away raises BrokenPipeError, which the one error
+        printer turns into 141 (as a SIGPIPE death); a gone stderr only loses its messages, and the command
+        goes on to its own exit code."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.file.fileno())
+            except (OSError, ValueError):
+                pass
+            if not self.stderr:
+                raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+
+    return QuietOnBrokenPipe
 
 
 out, err = LazyConsole(), LazyConsole(stderr=True)
@@ -71,7 +91,10 @@ def one_line(message: str) -> str:
 def print_error(message: str) -> None:
     from dfscan.results import escape_text  # noqa: PLC0415 - file names may hold undecodable bytes
 
-    err.print(f"[bold red]error:[/] {escape(escape_text(one_line(message)))}", highlight=False, soft_wrap=True)
+    try:
+        err.print(f"[bold red]error:[/] {escape(escape_text(one_line(message)))}", highlight=False, soft_wrap=True)
+    except (OSError, ValueError):  # stderr full, closed or its reader gone: the exit code still says what happened
+        pass
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -120,7 +143,8 @@ def exit_for(exc: BaseException) -> typer.Exit:
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 # A path the machine will not let a command use (a folder that is a file, no rights, already there): the same,
 # for the commands that do not check every path first (train, export, soup, extract, sbi).
-PATH_FAILURES = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM)
+PATH_FAILURES = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                 errno.ELOOP)
 
 
 def _reader_gone() -> typer.Exit:

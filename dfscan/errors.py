@@ -36,9 +36,16 @@ class UsageError(DfscanError, ValueError):
 
 
 class OutputError(UsageError):
-    """An output path would destroy an input or an unrelated file, or cannot be written."""
+    """An output path would destroy an input or an unrelated file, or is no place for one (under a file)."""
 
     code = "output"
+
+
+class UnwritableOutput(DfscanError):
+    """The machine refuses an output (read-only, no rights, full): its state, not the command line (exit 4)."""
+
+    code = "output"
+    exit_code = EXIT_SETUP
 
 
 class InputError(DfscanError):
@@ -84,6 +91,13 @@ class RuntimeMissingError(DfscanError):
     """onnxruntime (or another runtime dependency) is not installed."""
 
     code = "runtime"
+    exit_code = EXIT_SETUP
+
+
+class ClusterError(DfscanError):
+    """A Ray cluster cannot be reached or joined, or lacks what the scan asks of it (GPUs)."""
+
+    code = "cluster"
     exit_code = EXIT_SETUP
 
 

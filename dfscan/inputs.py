@@ -129,13 +129,34 @@ def read_path_list(path: str | Path) -> Iterator[Found]:
     path = Path(path)
     # surrogateescape: a Linux file name may be any bytes, and a list of them is read back to the same names
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for number, line in enumerate(fh, 1):
+        for number, line in _bounded_lines(fh):
+            if line is None:
+                yield Found(f"{path}:{number}", f"line {number} of {path.name} is {MAX_LIST_LINE:,} characters "
+                                                "or longer: not a path")
+                continue
             entry = line.strip()
             if "\0" in entry:  # no file name holds one: the row says which line, the batch goes on
                 yield Found(entry.replace("\0", "\\0"), f"line {number} of {path.name} holds a NUL byte: not a path")
             elif entry and not entry.startswith("#"):
                 listed = Path(entry).expanduser()
                 yield Found(str(listed if listed.is_absolute() else path.parent / listed))
+
+
+MAX_LIST_LINE = 1 << 16  # characters: a path is at most 4,096 bytes on Linux
+
+
+def _bounded_lines(fh) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) of a text file, a line at most MAX_LIST_LINE characters long; a longer one is
+    (number, None) and is read past, not held (a 2 GB file of NUL bytes and no newline was one line)."""
+    number = 0
+    while line := fh.readline(MAX_LIST_LINE):
+        number += 1
+        if len(line) < MAX_LIST_LINE or line.endswith("\n"):
+            yield number, line
+            continue
+        while (rest := fh.readline(MAX_LIST_LINE)) and not rest.endswith("\n"):
+            pass
+        yield number, None
 
 
 def list_inputs(src: str | Path, include: Sequence[str] = VIDEO_PATTERNS, exclude: Sequence[str] = (),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from dfscan.errors import OutputError
+from dfscan.errors import OutputError, UnwritableOutput
 
 KINDS = ("csv", "jsonl", "html", "json", "report", "scores", "pages", "folder", "bundle")
 HTML_MARKERS = ('<meta name="generator" content="dfscan', "<title>dfscan")
@@ -120,7 +120,7 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[str | Path] = (), 
             raise OutputError(f"{out.option} {out.path} is one of the inputs: it would be overwritten")
     for out in outputs:
         if out.kind == "report":
-            _check_report_dir(out, overwrite, input_keys)
+            _check_report_dir(out, overwrite, input_keys, resume)
         elif out.kind == "pages":
             _check_pages_dir(out, overwrite, input_dirs)
         elif out.kind == "folder":
@@ -166,12 +166,16 @@ def _check_file(out: Output, overwrite: bool, appending: bool) -> None:
                           "give another path, or --overwrite to replace it")
 
 
-def _check_report_dir(out: Output, overwrite: bool, input_keys: set[str]) -> None:
+def _check_report_dir(out: Output, overwrite: bool, input_keys: set[str], resume: bool = False) -> None:
     path = out.path
     if path.exists() and not path.is_dir():
         raise OutputError(f"{out.option} {path} exists and is not a directory")
     if not path.is_dir():
         return
+    rows = path / REPORT_ROWS
+    if not resume and not overwrite and rows.is_file() and _rows_file_ok(rows) and _holds_rows(rows, "jsonl"):
+        raise OutputError(f"{out.option} {path} holds the report of an earlier scan: --resume (with that scan's "
+                          "--csv or --jsonl) adds to it, --overwrite replaces it, or give another directory")
     for file, kind in _report_files(path):
         if _key(file) in input_keys:
             raise OutputError(f"{out.option} would overwrite the input {file}")
@@ -261,8 +265,9 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
 
 
 def _nearest_existing(path: Path) -> Path:
+    """The deepest folder on the way to `path` that is there: a link counts (one in a loop is no folder)."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
 
@@ -274,12 +279,12 @@ def _check_writable(out: Output) -> None:
     if not folder.is_dir():
         raise OutputError(f"cannot write {out.path}: {folder} is not a directory")
     if out.kind != "report" and out.path.exists() and not os.access(out.path, os.W_OK):
-        raise OutputError(f"cannot write {out.path}: permission denied")
+        raise UnwritableOutput(f"cannot write {out.path}: permission denied")
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".dfscan-probe-"):
             pass
-    except OSError as exc:
-        raise OutputError(f"cannot write {out.path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # a read-only mount, no rights, a full disk: the machine's state, exit 4
+        raise UnwritableOutput(f"cannot write {out.path}: {exc.strerror or exc}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

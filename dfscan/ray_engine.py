@@ -14,13 +14,14 @@ error_code `worker_crash`. Every input gives exactly one row.
 from __future__ import annotations
 
 import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from dfscan import verdict
-from dfscan.errors import RuntimeMissingError
+from dfscan.errors import ClusterError, RuntimeMissingError
 from dfscan.results import VideoResult
 from dfscan.scan import DetectorSettings, Scanner, ScanSettings
 
@@ -82,15 +83,44 @@ def crash_result(path: str, reason: str) -> VideoResult:
     return result
 
 
+REACH_TIMEOUT_S = 5.0  # to open a TCP connection to a cluster's head; Ray itself waits minutes, in silence
+
+
 def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
-    """Join or start Ray; True when this call started it (and so should stop it)."""
+    """Join or start Ray; True when this call started it (and so should stop it). A cluster that cannot be
+    reached or joined is a ClusterError (one line, exit 4), not Ray's traceback or a wait of minutes."""
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError ...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ClusterError(f"--address {address}: cannot join a Ray cluster ({reason})") from None
     else:
         ray.init(num_cpus=local_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """host:port (or ray://host:port) must accept a connection within REACH_TIMEOUT_S. 'auto' is Ray's to find."""
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address}: not 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
+def _check_gpus(ray: Any, gpus_per_actor: float) -> None:
+    if gpus_per_actor > 0 and ray.cluster_resources().get("GPU", 0.0) < gpus_per_actor:
+        raise ClusterError(f"--gpus-per-actor {gpus_per_actor:g}: the Ray cluster has "
+                           f"{ray.cluster_resources().get('GPU', 0.0):g} GPUs, so no actor could start")
 
 
 def _cpus(ray: Any) -> tuple[float, float]:
@@ -118,6 +148,7 @@ def iter_scan_ray(paths: Iterable[str | Path], model: str | Path | None = None, 
         load_manifest(model_arg or default_bundle_path())
     started_here = _connect(ray, address, local_cpus)
     try:
+        _check_gpus(ray, gpus_per_actor)
         cluster_cpus, node_cpus = _cpus(ray)
         plan = plan_actors(cluster_cpus, node_cpus, actors, gpus_per_actor)
         actor_device = "cuda" if gpus_per_actor > 0 else device

@@ -207,6 +207,12 @@ def _check_frame_budget(file: Path, frame_count: int | None, max_frames: int) ->
 
 def _checked_path(path: str | Path) -> Path:
     file = Path(path)
+    try:
+        os.stat(file)
+    except PermissionError:
+        raise InputError(f"{file}: permission denied (a folder on its path cannot be entered)") from None
+    except OSError:
+        pass  # said below, more precisely
     if not file.exists():
         try:
             os.stat(file)

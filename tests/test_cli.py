@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,52 @@ def test_a_reader_that_goes_away_is_not_a_crash(face_video, bundles):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=300) == 141, stderr
     assert stderr == ""
+
+
+def test_a_closed_full_or_unread_stream_never_makes_exit_1(face_video, bundles, tmp_path):
+    """Found by a probe: with stdout closed (`>&-`), stderr full (`2>/dev/full`) or stderr's reader gone, a check
+    exited 1 (the FAKE code; rich ends a process with SystemExit(1) on a broken pipe) whatever its verdict."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    check = [sys.executable, "-m", "dfscan", "check", "--model", str(bundles["neutral"]), "--frames", "4"]
+
+    def status(args, **streams):
+        return subprocess.run(check + [str(a) for a in args], timeout=300, **streams).returncode
+
+    assert status([face_video], stdout=subprocess.DEVNULL) == 0  # the verdict's code, for reference
+    assert status([face_video], stderr=subprocess.DEVNULL, preexec_fn=lambda: os.close(1)) == 0
+    with open("/dev/full", "w") as full:
+        assert status([bad], stdout=subprocess.DEVNULL, stderr=full) == 3
+    for args, expected in (([bad], 3), ([face_video, "--frames", "0"], 2)):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody will read what the error line says
+        try:
+            assert status(args, stdout=subprocess.DEVNULL, stderr=write_end) == expected, args
+        finally:
+            os.close(write_end)
+
+
+@pytest.mark.skipif(shutil.which("capsh") is None and os.geteuid() == 0,
+                    reason="as root, only capsh can take away the right to read any file")
+def test_an_unreadable_video_or_folder_is_exit_3_naming_it(face_video, bundles, tmp_path):
+    """Found by a probe: an unreadable video was click's "Path ... is not readable" (exit 2, a usage error), and one
+    in a folder that cannot be entered "PermissionError: [Errno 13] ...". Both are the file's error, exit 3."""
+    locked, shut = tmp_path / "locked.mp4", tmp_path / "shut"
+    shutil.copy(face_video, locked)
+    shut.mkdir()
+    shutil.copy(face_video, shut / "v.mp4")
+    locked.chmod(0)
+    shut.chmod(0)
+    prefix = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--"] if os.geteuid() == 0 else []
+    try:
+        for path, reason in ((locked, "permission denied"), (shut / "v.mp4", "permission denied (a folder on its path cannot be entered)")):
+            command = [sys.executable, "-m", "dfscan", "check", str(path), "--model", str(bundles["neutral"])]
+            if prefix:
+                command = prefix + ["-c", " ".join(shlex.quote(part) for part in command)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 3 and f"error: {path}: {reason}" in done.stderr, done.stderr
+    finally:
+        shut.chmod(0o755)
 
 
 def test_usage_and_setup_errors(face_video, bundles, tmp_path):

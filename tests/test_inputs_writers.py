@@ -130,3 +130,23 @@ def test_a_whole_file_write_that_fails_names_its_file_and_keeps_the_old(tmp_path
     assert caught.value.filename == str(target)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["scores.jsonl"]
     assert exit_for(caught.value).exit_code == 4
+
+
+def test_a_list_line_too_long_for_a_path_is_one_error_and_never_held_whole(tmp_path, monkeypatch):
+    """Found by a probe: a 2 GB list file of NUL bytes and no newline was read as one line, and the machine ran
+    out of memory. A line longer than any path is one input that failed; the lines after it are read."""
+    from dfscan import inputs
+    from dfscan.inputs import MAX_LIST_LINE, read_path_list
+
+    listing = tmp_path / "list.txt"
+    long_line = "a" * (3 * MAX_LIST_LINE + 5)
+    listing.write_text(f"{long_line}\nfirst.mp4\n{'b' * MAX_LIST_LINE}\n{'c' * (MAX_LIST_LINE - 1)}\nlast.mp4")
+    held, bounded_lines = [], inputs._bounded_lines
+    monkeypatch.setattr(inputs, "_bounded_lines", lambda fh: ((n, held.append(len(line or "")) or line)
+                                                              for n, line in bounded_lines(fh)))
+    found = list(read_path_list(listing))
+    assert [(f.path, bool(f.problem)) for f in found] == [
+        (f"{listing}:1", True), (str(tmp_path / "first.mp4"), False), (f"{listing}:3", True),
+        (str(tmp_path / ("c" * (MAX_LIST_LINE - 1))), False), (str(tmp_path / "last.mp4"), False)]
+    assert f"line 1 of list.txt is {MAX_LIST_LINE:,} characters or longer" in found[0].problem
+    assert max(held) <= MAX_LIST_LINE

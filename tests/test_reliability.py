@@ -139,6 +139,50 @@ def test_unrelated_existing_file_needs_overwrite(batch, bundles, tmp_path):
     assert invoke("scan", batch, "--csv", header_only, "--model", bundles["neutral"]).exit_code == 3
 
 
+def test_a_second_scan_never_wipes_an_earlier_report_and_overwrite_replaces_links_not_their_files(
+        batch, bundles, tmp_path):
+    """Found by a probe: `scan B --report DIR` after `scan A --report DIR` dropped A's rows from the index and wrote
+    over its pages, unasked; `--overwrite` on a --csv or --jsonl that is a link wrote through it, over a video."""
+    report = tmp_path / "report"
+    first = invoke("scan", batch, "--include", "a.mp4", "--report", report, "--model", bundles["neutral"])
+    assert first.exit_code == 0, first.output
+    index, pages = (report / "index.jsonl").read_text(), sorted((report / "videos").iterdir())
+    again = invoke("scan", batch, "--include", "b.mp4", "--report", report, "--model", bundles["neutral"])
+    assert again.exit_code == 2 and "holds the report of an earlier scan" in again.output
+    assert (report / "index.jsonl").read_text() == index and sorted((report / "videos").iterdir()) == pages
+    replaced = invoke("scan", batch, "--include", "b.mp4", "--report", report, "--overwrite",
+                      "--model", bundles["neutral"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "b.mp4" in (report / "index.jsonl").read_text() and "a.mp4" not in (report / "index.jsonl").read_text()
+    assert [p.name for p in (report / "videos").iterdir()] == ["00000_b.html"]  # no page of the old report left
+    video = batch / "a.mp4"
+    before = video.read_bytes()
+    for option, name in (("--csv", "link.csv"), ("--jsonl", "link.jsonl")):
+        link = tmp_path / name
+        link.symlink_to(video)
+        result = invoke("scan", batch, "--include", "b.mp4", option, link, "--overwrite", "--model",
+                        bundles["neutral"])
+        assert result.exit_code == 0, result.output
+        assert not link.is_symlink() and link.stat().st_size > 0 and video.read_bytes() == before
+
+
+def test_a_name_too_long_or_a_link_loop_is_one_line_not_an_internal_error(batch, bundles, tmp_path):
+    """Found by a probe: a path with a 300-character name (an input, an output, a bundle) and a link loop as the
+    report folder were internal errors (exit 5). Each is one line naming the path."""
+    long = tmp_path / ("a" * 300)
+    for args in (["scan", batch, "--csv", f"{long}.csv"], ["scan", long], ["check", batch / "a.mp4", "--model", long],
+                 ["info", "--model", long]):
+        result = invoke(*args, *([] if args[0] == "info" else ["--frames", "4"]))
+        assert result.exit_code == 4 and "File name too long" in result.output, (args[0], result.output)
+        assert "internal error" not in result.output and len(result.output.strip().splitlines()) >= 1
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    for args in (["scan", batch, "--report", tmp_path / "l1"], ["check", batch / "a.mp4", "--report",
+                                                                 tmp_path / "l1" / "x.html"]):
+        result = invoke(*args, "--model", bundles["neutral"])
+        assert result.exit_code == 2 and f"{tmp_path / 'l1'} is not a directory" in result.output, result.output
+
+
 def test_unwritable_destination_is_named_before_scanning(batch, bundles, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

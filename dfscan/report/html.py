@@ -207,8 +207,10 @@ class ScanReport:
         rows_file = self.out_dir / REPORT_ROWS
         if resume and rows_file.is_file():
             self._load(rows_file)
-        elif rows_file.exists():
-            rows_file.unlink()
+        else:  # a new report (the output check let an earlier one be replaced only with --overwrite)
+            for earlier in [rows_file, *(self.out_dir / "videos").glob("*.html")]:
+                if earlier.exists() or earlier.is_symlink():
+                    earlier.unlink()
         self._rows_fh = open(rows_file, "a", encoding="utf-8")
 
     def _load(self, rows_file: Path) -> None:

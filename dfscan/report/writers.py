@@ -67,6 +67,8 @@ class _LineWriter:
             self._done = set()
             self._keys = set()
             mode = "w"
+            if self.path.is_symlink():  # --overwrite replaces the link, never the file it points to (a video)
+                self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh: IO[str] = open(self.path, mode, newline="", encoding="utf-8")
 
