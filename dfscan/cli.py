@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from dfscan import __version__
-from dfscan.console import err, escape, exit_for, fail, out, print_error, set_debug
+from dfscan.console import err, escape, exit_for, fail, out, print_error, print_text, set_debug
 from dfscan.errors import (EXIT_BROKEN_PIPE, EXIT_CRASH, EXIT_FAKE, EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                            EXIT_SETUP, EXIT_USAGE, DfscanError)
 
@@ -172,7 +172,7 @@ FramesOpt = typer.Option(None, "--frames", "-n", help=FRAMES_HELP)
 FpsOpt = typer.Option(None, "--fps", help="Sample at this rate instead of a fixed count (dense timelines).")
 ThresholdOpt = typer.Option(None, "--threshold", "-t", help=THRESHOLD_HELP)
 AggOpt = typer.Option(None, "--aggregation", help="Per-track rule: mean | median | max | topk. Default: the bundle's.")
-MinTrackOpt = typer.Option(3, "--min-track-faces", help="Faces a track needs before it can decide the verdict.")
+MinTrackOpt = typer.Option(3, "--min-track-faces", help="Faces a track needs before it can decide the verdict (at most the frames sampled; the JSON's settings.min_track_faces_applied says what applied).")
 DetectSideOpt = typer.Option(640, "--detect-side", help="Longest side (pixels) frames are shrunk to for face detection.")
 MinFaceOpt = typer.Option(40, "--min-face", help="Smallest face (pixels, original frame) to detect and score.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing output files that dfscan did not write.")
@@ -202,6 +202,8 @@ def check(
     from dfscan.outputs import Output, atomic_write_text  # noqa: PLC0415
     from dfscan.scan import decode_for_scan  # noqa: PLC0415
 
+    if example and video is not None:
+        raise _fail(f"give a video path or --example, not both ({video} and --example)", EXIT_USAGE)
     if example:
         video = EXAMPLE_CLIP
     if video is None:
@@ -211,7 +213,7 @@ def check(
     # The video decodes on a thread of its own from here, while the models load and the printers are imported.
     with _run(lambda: decode_for_scan(video, settings, model, device)) as decoded:
         from dfscan.report.table import print_video  # noqa: PLC0415
-        from dfscan.results import escape_text  # noqa: PLC0415
+        from dfscan.results import shown  # noqa: PLC0415
 
         scanner, settings = _preflight(settings, model, device)
         _check_outputs([Output("--report", "html", report), Output("--json-file", "json", json_file)], [video],
@@ -220,11 +222,11 @@ def check(
     if report is not None:
         from dfscan.report.html import write_video_report  # noqa: PLC0415
 
-        err.print(f"report: {escape(escape_text(str(write_video_report(result, report))))}", highlight=False)
+        err.print(f"report: {escape(shown(str(write_video_report(result, report))))}", highlight=False)
     if json_file is not None:
         atomic_write_text(json_file, result.to_json() + "\n")
     if json_out:
-        out.print_json(result.to_json(), highlight=False) if out.is_terminal else print(result.to_json())
+        out.print_json(result.to_json(), highlight=False) if out.is_terminal else print_text(result.to_json())
     else:
         print_video(result, out)
     if result.label == "ERROR":
@@ -268,7 +270,7 @@ def scan(
     from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
     from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
-    from dfscan.results import VideoResult  # noqa: PLC0415
+    from dfscan.results import VideoResult, shown  # noqa: PLC0415
     from dfscan.scan import iter_scan  # noqa: PLC0415
 
     if not source:
@@ -295,6 +297,11 @@ def scan(
                          thumbnails=report is not None, min_face=min_face)
     _, settings = _preflight(settings, model, device)
     found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
+    if root.is_dir():
+        found = _without_outputs(found, [csv_path, jsonl_path], report)
+    if not found:  # a mistyped folder or --include: say so, or an empty CSV looks like a clean archive
+        err.print(f"[yellow]warning:[/] no videos to scan in {escape(shown(str(root)))}"
+                  + (" (with these --include/--exclude patterns)" if include or exclude else ""), highlight=False)
     inputs = [f.path for f in found] + ([root] if root.is_file() else [])  # a list of paths is an input too
     _check_outputs([Output("--csv", "csv", csv_path), Output("--jsonl", "jsonl", jsonl_path),
                     Output("--report", "report", report)], inputs, overwrite, resume)
@@ -312,8 +319,14 @@ def scan(
     for problem in problems:
         attach_likelihood_ratios(problem, None)
     paths = [f.path for f in todo if not f.problem]
+    earlier = Counter(writers[0].done_labels()[key] for key in done) if done else Counter()
     if resume and done:
-        err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done", highlight=False)
+        was = ", ".join(f"{n} {label}" for label, n in sorted(earlier.items()))
+        err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done ({was})", highlight=False)
+        other = sorted(t for t in writers[0].done_thresholds() if abs(t - settings.threshold) > 5e-7)
+        if other and todo:
+            err.print(f"[yellow]warning:[/] earlier rows were judged at threshold {', '.join(f'{t:g}' for t in other)}"
+                      f", this run at {settings.threshold:g}: the batch's rows will mix them", highlight=False)
     counts: Counter[str] = Counter()  # labels only: a scan of thousands keeps no results in memory
 
     def record(result: VideoResult) -> None:
@@ -355,8 +368,19 @@ def scan(
             writer.close()
         if html_report is not None:
             html_report.close()
+    counts.update(earlier)  # a resumed batch ends as the whole batch would: its earlier rows count too
     err.print(summary_table(counts))
     raise typer.Exit(EXIT_FAKE if counts["FAKE"] else EXIT_INPUT_FAILED if counts["ERROR"] else EXIT_OK)
+
+
+def _without_outputs(found: list, files: list[Optional[Path]], report: Optional[Path]) -> list:
+    """A folder's files less this scan's own outputs (`--include '*'` found its CSV, and `--resume` then refused
+    it as an input)."""
+    from dfscan.inputs import path_key  # noqa: PLC0415
+
+    own = {path_key(p) for p in files if p is not None}
+    folder = path_key(report) + os.sep if report is not None else None
+    return [f for f in found if path_key(f.path) not in own and not (folder and path_key(f.path).startswith(folder))]
 
 
 @app.command()
@@ -403,7 +427,7 @@ def robustness(
         report = _run(lambda: check_robustness(paths, scanner, settings, names, keep))
     failed = any(row.degradation == "original" and row.label == "ERROR" for row in report.rows)
     if json_out:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_text(json.dumps(report.to_dict(), indent=2))
         raise typer.Exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
     table = Table(title="robustness: score change under re-encoding")
     for col in ("video", "degradation", "label", "score", "delta", "flipped"):
@@ -420,11 +444,11 @@ def robustness(
         summary.add_row(name, str(stats["videos"]), str(stats["flips"]), fmt(stats["mean_abs_delta"]),
                         fmt(stats["max_abs_delta"]), fmt(stats["auc"]))
     out.print(summary)
-    from dfscan.results import escape_text  # noqa: PLC0415
+    from dfscan.results import shown  # noqa: PLC0415
 
     for row in report.rows:  # the table has no room for why a row is ERROR or NO_FACE: each gets its line
         if row.reason:
-            err.print(f"{escape_text(Path(row.path).name)} {row.degradation}: {row.label}: {row.reason}",
+            err.print(f"{shown(Path(row.path).name)} {row.degradation}: {row.label}: {row.reason}",
                       highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -438,7 +462,7 @@ def info(model: Optional[Path] = ModelOpt) -> None:
     from dfscan.model.scorer import default_bundle_path  # noqa: PLC0415
 
     manifest = _run(lambda: load_manifest(model or default_bundle_path()))
-    print(json.dumps(manifest.to_dict(), indent=2))
+    print_text(json.dumps(manifest.to_dict(), indent=2))
 
 
 @app.command()
@@ -453,7 +477,7 @@ def version() -> None:
         runtime = f"onnxruntime {ort.__version__} ({providers}); face detector on CPU: {cpu_runtime(loaded=True)}"
     except ImportError:
         runtime = "onnxruntime not installed"
-    print(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")
+    print_text(f"dfscan {__version__}; {runtime}; python {sys.version.split()[0]}")
 
 
 def _mount_commands() -> None:

@@ -57,10 +57,31 @@ def _console_class() -> type:
             if not self.stderr:
                 raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
 
+        def _write_buffer(self) -> None:
+            try:
+                super()._write_buffer()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # `dfscan version > /dev/full`: name the stream, as dfscan's own files are named
+                if exc.filename is not None:
+                    raise
+                stream = "standard error" if self.stderr else "standard output"
+                raise OSError(exc.errno, exc.strerror, stream) from None
+
     return QuietOnBrokenPipe
 
 
 out, err = LazyConsole(), LazyConsole(stderr=True)
+
+
+def print_text(text: str) -> None:
+    """A line on standard output as it is (JSON: no markup, no wrapping); a failed write names the stream."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, "standard output") from None
 
 
 def escape(text: str) -> str:

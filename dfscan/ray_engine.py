@@ -166,9 +166,17 @@ def iter_scan_ray(paths: Iterable[str | Path], model: str | Path | None = None, 
             ray.shutdown()
 
 
+def _any_node_alive(ray: Any) -> bool:
+    try:
+        return any(node.get("Alive") for node in ray.nodes())
+    except Exception:  # noqa: BLE001 - the cluster's control store is gone too
+        return False
+
+
 def _drive(ray: Any, pool: list[Any], paths: Iterable[str | Path], settings: ScanSettings
            ) -> Iterator[VideoResult]:
-    """One video in flight per actor; results in completion order; an actor death is that video's row."""
+    """One video in flight per actor; results in completion order; an actor death is that video's row, unless
+    the cluster has no node left (a ClusterError: the videos not done get no row, so --resume scans them)."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError  # noqa: PLC0415
 
     died = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
@@ -191,6 +199,10 @@ def _drive(ray: Any, pool: list[Any], paths: Iterable[str | Path], settings: Sca
             try:
                 yield ray.get(ref)
             except died as exc:
+                if not _any_node_alive(ray):  # not this video's doing: every video after it would fail alike
+                    raise ClusterError(f"the Ray cluster lost its nodes while scanning {path} "
+                                       f"({str(exc).strip().splitlines()[0]}): the rows written so far stay, "
+                                       "and --resume scans the videos left") from None
                 yield crash_result(path, f"{type(exc).__name__} (the actor died; retried)")
             except ray.exceptions.RayError as exc:
                 yield crash_result(path, f"{type(exc).__name__}: {exc}")

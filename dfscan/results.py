@@ -21,6 +21,15 @@ def escape_text(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def shown(text: str) -> str:
+    """`escape_text` for a terminal line: control characters (a newline in a file name) are written as escapes,
+    so one result stays one line. Not reversible; the CSV, JSON and HTML keep the name itself."""
+    text = escape_text(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _has_surrogates(text: str) -> bool:
     return any("\ud800" <= ch <= "\udfff" for ch in text)
 

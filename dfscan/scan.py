@@ -229,6 +229,7 @@ class Scanner:
         rule = settings.aggregation or "mean"
         top_k = settings.top_k or 1
         needed = verdict.min_track_faces(len(frames), settings.min_track_faces)
+        result.settings["min_track_faces_applied"] = needed  # what was asked may be more than the frames sampled
         frame_scores: dict[int, float] = {}
         for track in tracks:
             track_scores = scores[track.track_id]
@@ -262,6 +263,10 @@ class Scanner:
             result.reason = (f"no face found in {len(frames)} sampled frames" if not frames_with_faces else
                              f"faces in only {frames_with_faces} of {len(frames)} sampled frames; "
                              f"a face track needs {needed} to be judged")
+            concealed = sum(1 for f in frames if f.concealed)
+            if concealed:  # a damaged file: say so where the verdict is read, not only in the JSON's frames
+                result.reason += (f" ({concealed} of them partly filled in by the decoder: the file is damaged, "
+                                  "and a face may be hidden in what it invented)")
             return
         result.score = max(t.score for t in scored)
         result.label = verdict.label_for(result.score, result.threshold)

@@ -89,6 +89,11 @@ def test_a_closed_full_or_unread_stream_never_makes_exit_1(face_video, bundles, 
     assert status([face_video], stderr=subprocess.DEVNULL, preexec_fn=lambda: os.close(1)) == 0
     with open("/dev/full", "w") as full:
         assert status([bad], stdout=subprocess.DEVNULL, stderr=full) == 3
+    with open("/dev/full", "w") as full:  # found by a probe: "cannot write: No space left on device", no stream named
+        for command in ("version", "info"):
+            done = subprocess.run([sys.executable, "-m", "dfscan", command], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=300)
+            assert done.returncode == 4 and "cannot write standard output: No space left" in done.stderr, done.stderr
     for args, expected in (([bad], 3), ([face_video, "--frames", "0"], 2)):
         read_end, write_end = os.pipe()
         os.close(read_end)  # nobody will read what the error line says

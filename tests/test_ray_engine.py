@@ -141,3 +141,49 @@ def test_a_cluster_that_cannot_serve_the_scan_is_one_line_and_exit_4(ray_session
     for args in (["--gpus-per-actor", "nan"], ["--engine", "ray", "--gpus-per-actor", "inf"], ["--address", "auto"]):
         refused = runner.invoke(app, ["scan", str(face_video), *args, "--model", str(bundles["neutral"])])
         assert refused.exit_code == 2, (args, refused.output)
+
+
+def test_a_cluster_that_loses_its_nodes_ends_the_batch_with_rows_only_for_videos_done():
+    """Found by a probe: killing the node's Ray agent (the raylet with it) turned each of the 28 videos left into an
+    ERROR row that --resume never retried. An actor death is that video's row while a node is alive; with none,
+    the batch ends (exit 4) and the videos not done get no row, so --resume scans them."""
+    ray = pytest.importorskip("ray")
+    from dfscan.errors import ClusterError
+    from dfscan.ray_engine import _drive
+
+    class Ref:
+        def __init__(self, path):
+            self.path = path
+
+    class Actor:
+        def __init__(self):
+            self.scan = self
+
+        def remote(self, path, settings):
+            return Ref(path)
+
+    class Cluster:  # the calls _drive makes, with the actors dying as they do when a node goes
+        exceptions = ray.exceptions
+
+        def __init__(self):
+            self.alive = True
+
+        def wait(self, refs, num_returns):
+            return refs[:1], refs[1:]
+
+        def get(self, ref):
+            if ref.path == "ok.mp4":
+                return f"row of {ref.path}"
+            self.alive = ref.path != "node_died.mp4"
+            raise ray.exceptions.ActorDiedError()
+
+        def nodes(self):
+            return [{"Alive": self.alive}]
+
+    rows = []
+    with pytest.raises(ClusterError, match="lost its nodes while scanning node_died.mp4"):
+        for row in _drive(Cluster(), [Actor()], ["ok.mp4", "actor_died.mp4", "node_died.mp4", "after.mp4"],
+                          ScanSettings()):
+            rows.append(row)
+    assert rows[0] == "row of ok.mp4" and len(rows) == 2
+    assert rows[1].path == "actor_died.mp4" and rows[1].label == "ERROR" and "ActorDiedError" in rows[1].reason

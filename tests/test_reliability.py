@@ -132,7 +132,8 @@ def test_unrelated_existing_file_needs_overwrite(batch, bundles, tmp_path):
     # earlier results are never dropped unasked: --resume adds to them, --overwrite replaces them
     again = invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"])
     assert again.exit_code == 2 and "--resume" in again.output and len(_csv_paths(notes)) == 4
-    assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--resume").exit_code == 0
+    resumed = invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--resume")
+    assert resumed.exit_code == 3 and "4 of 4 videos already done (1 ERROR, 1 NO_FACE, 2 REAL)" in resumed.output
     assert invoke("scan", batch, "--csv", notes, "--model", bundles["neutral"], "--overwrite").exit_code == 3
     header_only = tmp_path / "header.csv"
     header_only.write_text(notes.read_text().splitlines()[0] + "\n")  # an earlier output without a row
@@ -181,6 +182,25 @@ def test_a_name_too_long_or_a_link_loop_is_one_line_not_an_internal_error(batch,
                                                                  tmp_path / "l1" / "x.html"]):
         result = invoke(*args, "--model", bundles["neutral"])
         assert result.exit_code == 2 and f"{tmp_path / 'l1'} is not a directory" in result.output, result.output
+
+
+def test_a_resumed_batch_ends_with_the_exit_code_of_the_whole_batch(face_video, bundles, tmp_path):
+    """Found by a probe: resuming a CSV that held a FAKE row, with nothing left to scan, exited 0; and a resumed
+    run at another threshold mixed two thresholds in one CSV without a word."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(face_video, videos / name)
+    rows = tmp_path / "rows.csv"
+    first = invoke("scan", videos, "--include", "a.mp4", "--csv", rows, "--model", bundles["all_fake"],
+                   "--threshold", "0.01")
+    assert first.exit_code == 1
+    for left in (1, 0):  # b.mp4 is REAL; then nothing is left to scan: a FAKE row stays a FAKE batch
+        resumed = invoke("scan", videos, "--csv", rows, "--resume", "--model", bundles["all_real"])
+        assert resumed.exit_code == 1 and "already done (1 FAKE" in resumed.output, resumed.output
+        # and the rows of one batch judged at two thresholds are pointed out while there is something to scan
+        assert ("earlier rows were judged at threshold 0.01" in " ".join(resumed.output.split())) == bool(left)
+    assert sorted(_csv_paths(rows)) == [str(videos / "a.mp4"), str(videos / "b.mp4")]
 
 
 def test_unwritable_destination_is_named_before_scanning(batch, bundles, tmp_path):
@@ -298,7 +318,7 @@ def test_resume_with_another_spelling_and_the_report_index(batch, bundles, tmp_p
     assert sorted(keys) == sorted(os.path.realpath(p) for p in batch.iterdir())  # no duplicates, none missing
     assert (report / "index.html").read_text(encoding="utf-8").count("<tr>") == 5
     third = invoke("scan", "videos", "--csv", out, "--report", report, "--resume", "--model", bundles["neutral"])
-    assert third.exit_code == 0 and len(_csv_paths(out)) == 4
+    assert third.exit_code == 3 and len(_csv_paths(out)) == 4  # the batch's broken file is still its ERROR row
 
 
 # --- 9. labels files confined to their folder -----------------------------------------------------------
@@ -520,6 +540,23 @@ def test_malformed_ensemble_or_hash_in_a_manifest_is_a_bundle_error(bundles, tmp
     assert result.exit_code == 4 and "internal error" not in result.output
 
 
+@pytest.mark.parametrize("change, expected", [
+    (lambda m: m.pop("files"), "malformed manifest: it lacks files"),
+    (lambda m: m.update(colour="red"), "malformed manifest: it has unknown entries colour"),
+    (lambda m: m["scan"].pop("threshold"), "malformed manifest: its scan section lacks threshold"),
+    (lambda m: m.update(preprocess=[224]), "malformed manifest: its preprocess section is not a JSON object"),
+])
+def test_a_manifest_missing_an_entry_says_which_in_its_words(bundles, tmp_path, change, expected):
+    """Found by a probe: "Manifest.__init__() missing 1 required positional argument: 'files'"."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["neutral"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("info", "--model", bundle)
+    assert result.exit_code == 4 and expected in result.output, result.output
+
+
 def test_a_list_line_with_a_nul_byte_is_its_error_row(batch, bundles, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_bytes(f"{batch / 'a.mp4'}\n".encode() + b"junk\0name.mp4\n" + b"\xff\xfe.mp4\n")
@@ -617,3 +654,36 @@ def test_labels_that_are_not_utf8_and_a_broken_geometry_file_name_their_file(tmp
     result = invoke("train", "bce", "--dataset", f"faces:{faces}", "--out", tmp_path / "run", "--device", "cpu")
     assert result.exit_code == 4 and f"{faces / 'faceset.json'}: not a face set's geometry" in result.output, \
         result.output
+
+
+def test_a_newline_in_a_file_name_keeps_its_terminal_line_one_line(face_video, bundles, tmp_path):
+    """Found by a probe: the scan's line for "a<newline>b.mp4" was two lines on the terminal (the CSV was right)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a\nb.mp4")
+    rows = tmp_path / "rows.csv"
+    result = invoke("scan", videos, "--csv", rows, "--model", bundles["all_real"], "--frames", "4")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("REAL"))
+    assert line.endswith("a\\nb.mp4")
+    assert _csv_paths(rows) == [str(videos / "a\nb.mp4")]
+
+
+def test_a_scan_never_lists_its_own_outputs_and_says_when_it_found_nothing(face_video, bundles, tmp_path):
+    """Found by a probe: `scan DIR --include '*' --csv DIR/out.csv` found its own CSV, so `--resume` refused it
+    as an input; an empty folder or a mistyped --include scanned nothing and said nothing."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(face_video, folder / "a.mp4")
+    rows = folder / "out.csv"
+    args = ["scan", folder, "--include", "*", "--csv", rows, "--report", folder / "report", "--model",
+            bundles["all_real"], "--frames", "4"]
+    assert invoke(*args).exit_code == 0
+    resumed = invoke(*args, "--resume")
+    assert resumed.exit_code == 0 and "1 of 1 videos already done" in resumed.output, resumed.output
+    assert _csv_paths(rows) == [str(folder / "a.mp4")]
+    for extra in (["--include", "*.avi"], ["--exclude", "*"]):
+        nothing = invoke("scan", folder, *extra, "--model", bundles["all_real"])
+        assert nothing.exit_code == 0 and "no videos to scan in" in nothing.output, nothing.output
+    both = invoke("check", folder / "a.mp4", "--example")
+    assert both.exit_code == 2 and "not both" in both.output

@@ -179,3 +179,6 @@ def test_frames_concealed_by_the_decoder_are_named(tmp_path):
             assert row.group(1).startswith(f"{len(concealed)} of 32 sampled ({concealed[0]['index']}@")
         else:
             assert row.group(1) == "none"
+        # no face in these frames: a NO_FACE verdict says the file is damaged (found by a probe: only the JSON did)
+        assert result.label == "NO_FACE" and result.reason.startswith("no face found in 32 sampled frames")
+        assert (f"({len(concealed)} of them partly filled in by the decoder" in result.reason) == expected

@@ -338,3 +338,12 @@ def test_a_stream_whose_frame_size_changes_names_every_detector_runtime_it_used(
                                detector=DetectorSettings(min_face_size=12))
     runtimes = result.settings["detector"]["runtime"].split(" + ")
     assert [r.split()[0] for r in runtimes] == ["openvino", "onnxruntime"], result.settings["detector"]
+
+
+def test_a_track_length_asked_above_the_frames_sampled_says_what_applied(face_video, bundles):
+    """Found by a probe: --min-track-faces 1000 with 4 frames judged a 4-face track, and the JSON said 1000."""
+    import dfscan
+
+    result = dfscan.scan_video(face_video, model=bundles["neutral"], frames=4, min_track_faces=1000)
+    assert result.settings["min_track_faces"] == 1000 and result.settings["min_track_faces_applied"] == 4
+    assert dfscan.scan_video(face_video, model=bundles["neutral"], frames=8).settings["min_track_faces_applied"] == 3

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from dfscan.console import err, out
+from dfscan.console import err, out, print_text
 from dfscan.errors import EXIT_INPUT_FAILED, EXIT_SETUP, EXIT_USAGE, DfscanError
 
 
@@ -187,7 +187,7 @@ def eval_command(
 
         page = write_eval_report(report, result, lrs)
     if json_out:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        print_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         from dfscan.eval_report import render_group_table, render_lr_table  # noqa: PLC0415
 

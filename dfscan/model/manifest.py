@@ -7,6 +7,7 @@ or threshold. Every file's SHA-256 is recorded and checked on load.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -40,6 +41,24 @@ class ScanDefaults:
     operating_point: str | None = None  # name of the operating point `threshold` came from
 
 
+def _built(klass: type, entries: Any, section: str) -> Any:
+    """`klass(**entries)`, or a ModelError that names what is missing or unknown in the manifest's words."""
+    where = f"its {section} section" if section else "it"
+    if not isinstance(entries, dict):
+        raise ModelError(f"malformed manifest: {where} is not a JSON object" if section else
+                         "malformed manifest: not a JSON object")
+    known = {f.name: f for f in dataclasses.fields(klass)}
+    missing = [name for name, f in known.items() if name not in entries
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    unknown = sorted(set(entries) - set(known))
+    if missing or unknown:
+        raise ModelError(f"malformed manifest: {where} "
+                         + "; ".join(part for part in (f"lacks {', '.join(missing)}" if missing else "",
+                                                       f"has unknown entries {', '.join(unknown)}" if unknown else "")
+                                     if part))
+    return klass(**entries)
+
+
 @dataclass
 class Manifest:
     name: str
@@ -71,10 +90,12 @@ class Manifest:
             fmt = data.get("format")
             if fmt != BUNDLE_FORMAT:
                 raise ModelError(f"unsupported bundle format {fmt!r} (expected {BUNDLE_FORMAT!r})")
-            fields = dict(data)
-            fields["preprocess"] = Preprocess(**data["preprocess"])
-            fields["scan"] = ScanDefaults(**data["scan"])  # no default threshold: a bundle states its own
-            manifest = cls(**fields)
+            entries = dict(data)
+            entries["preprocess"] = _built(Preprocess, data.get("preprocess"), "preprocess")
+            entries["scan"] = _built(ScanDefaults, data.get("scan"), "scan")
+            if "threshold" not in data["scan"]:  # ScanDefaults has one for code building a bundle; a bundle states it
+                raise ModelError("malformed manifest: its scan section lacks threshold")
+            manifest = _built(cls, entries, "")
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dfscan.likelihood import format_lr, summary_line
-from dfscan.results import VideoResult, escape_text
+from dfscan.results import VideoResult, shown
 
 LABEL_STYLE = {"FAKE": "bold red", "REAL": "bold green", "NO_FACE": "bold yellow", "ERROR": "bold magenta"}
 
@@ -25,7 +25,7 @@ def video_panel(result: VideoResult) -> Panel:
                          if result.threshold is not None else "")
     parts: list = [head]
     if result.reason:
-        parts.append(Text(escape_text(result.reason), style="dim"))
+        parts.append(Text(shown(result.reason), style="dim"))
     parts.append(Text(summary_line(result.likelihood_ratio), style="bold" if result.score is not None else "dim"))
     if (result.likelihood_ratio or {}).get("calibration_set"):
         parts.append(Text(f"LR calibrated on: {result.likelihood_ratio['calibration_set']}", style="dim"))
@@ -50,7 +50,7 @@ def video_panel(result: VideoResult) -> Panel:
              f"model {result.model['name']}@{result.model['version']}" if result.model else "",
              result.provider or "", f"{result.timings.get('total_s', 0):.2f}s"]
     parts.append(Text(" · ".join(f for f in facts if f), style="dim"))
-    return Panel(Group(*parts), title=Text(escape_text(result.path)), title_align="left")
+    return Panel(Group(*parts), title=Text(shown(result.path)), title_align="left")
 
 
 def summary_table(counts: Counter[str]) -> Table:
@@ -64,8 +64,8 @@ def summary_table(counts: Counter[str]) -> Table:
 
 def result_line(result: VideoResult) -> Text:
     style = LABEL_STYLE.get(result.label, "")
-    tail = f"  {escape_text(result.reason)}" if result.reason else ""
-    return Text.assemble((f"{result.label:<8}", style), f" {_score(result.score):>6}  {escape_text(result.path)}",
+    tail = f"  {shown(result.reason)}" if result.reason else ""
+    return Text.assemble((f"{result.label:<8}", style), f" {_score(result.score):>6}  {shown(result.path)}",
                          (tail, "dim"))
 
 

@@ -55,15 +55,24 @@ def _naming_errors(path: Path) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
+def _number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 class _LineWriter:
     def __init__(self, path: str | Path, resume: bool = False):
         self.path = Path(path)
         if resume and self.path.exists():
             _drop_partial_last_line(self.path, quoted_newlines=isinstance(self, CsvWriter))
-            self._done = self._read_done()
+            self._earlier = self._read_done()
+            self._done = set(self._earlier)
             self._keys: set[str] = set()
             mode = "a"
         else:
+            self._earlier = {}
             self._done = set()
             self._keys = set()
             mode = "w"
@@ -72,8 +81,17 @@ class _LineWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh: IO[str] = open(self.path, mode, newline="", encoding="utf-8")
 
-    def _read_done(self) -> set[str]:
+    def _read_done(self) -> dict[str, tuple[str, float | None]]:
+        """Path (as given) -> (label, threshold) of every row already written."""
         raise NotImplementedError
+
+    def done_labels(self) -> dict[str, str]:
+        """`path_key` -> label of the rows an earlier run wrote (what a resumed batch's exit code counts too)."""
+        return {path_key(p): label for p, (label, _) in self._earlier.items()}
+
+    def done_thresholds(self) -> set[float]:
+        """The thresholds the earlier rows were judged at."""
+        return {threshold for _, threshold in self._earlier.values() if threshold is not None}
 
     def done_paths(self) -> set[str]:
         """The paths already written, as they were given (original text, escape undone)."""
@@ -115,9 +133,10 @@ class CsvWriter(_LineWriter):
             self.writer.writeheader()
             self._flush()
 
-    def _read_done(self) -> set[str]:
+    def _read_done(self) -> dict[str, tuple[str, float | None]]:
         with open(self.path, newline="", encoding="utf-8") as fh:
-            return {csv_uncell(row["path"]) for row in csv.DictReader(fh) if row.get("path")}
+            return {csv_uncell(row["path"]): (row.get("label") or "", _number(row.get("threshold")))
+                    for row in csv.DictReader(fh) if row.get("path")}
 
     def _existing_header(self) -> list[str] | None:
         with open(self.path, newline="", encoding="utf-8") as fh:
@@ -128,13 +147,14 @@ class CsvWriter(_LineWriter):
 
 
 class JsonlWriter(_LineWriter):
-    def _read_done(self) -> set[str]:
-        done = set()
+    def _read_done(self) -> dict[str, tuple[str, float | None]]:
+        done = {}
         with open(self.path, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    done.add(unescape_text(json.loads(line)["path"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    row = json.loads(line)
+                    done[unescape_text(row["path"])] = (str(row.get("label") or ""), _number(row.get("threshold")))
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                     continue
         return done
 
