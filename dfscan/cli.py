@@ -298,7 +298,7 @@ def scan(
     _, settings = _preflight(settings, model, device)
     found = list(list_inputs(root, include or VIDEO_PATTERNS, exclude, recursive))
     if root.is_dir():
-        found = _without_outputs(found, [csv_path, jsonl_path], report)
+        found = _without_outputs(found, {"csv": csv_path, "jsonl": jsonl_path}, report)
     if not found:  # a mistyped folder or --include: say so, or an empty CSV looks like a clean archive
         err.print(f"[yellow]warning:[/] no videos to scan in {escape(shown(str(root)))}"
                   + (" (with these --include/--exclude patterns)" if include or exclude else ""), highlight=False)
@@ -373,14 +373,22 @@ def scan(
     raise typer.Exit(EXIT_FAKE if counts["FAKE"] else EXIT_INPUT_FAILED if counts["ERROR"] else EXIT_OK)
 
 
-def _without_outputs(found: list, files: list[Optional[Path]], report: Optional[Path]) -> list:
-    """A folder's files less this scan's own outputs (`--include '*'` found its CSV, and `--resume` then refused
-    it as an input)."""
+def _without_outputs(found: list, files: dict[str, Optional[Path]], report: Optional[Path]) -> list:
+    """A folder's files less this scan's own earlier outputs (`--include '*'` found its CSV, and `--resume` then
+    refused it as an input). Only files dfscan wrote: a video named as an output stays an input, and is refused."""
     from dfscan.inputs import path_key  # noqa: PLC0415
+    from dfscan.outputs import is_earlier_output  # noqa: PLC0415
 
-    own = {path_key(p) for p in files if p is not None}
+    own = {path_key(p): kind for kind, p in files.items() if p is not None}
     folder = path_key(report) + os.sep if report is not None else None
-    return [f for f in found if path_key(f.path) not in own and not (folder and path_key(f.path).startswith(folder))]
+
+    def is_own(path: str) -> bool:
+        key = path_key(path)
+        if key in own:
+            return is_earlier_output(Path(path), own[key])
+        return bool(folder and key.startswith(folder) and Path(path).suffix in (".html", ".jsonl"))
+
+    return [f for f in found if not is_own(f.path)]
 
 
 @app.command()
