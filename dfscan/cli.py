@@ -244,6 +244,7 @@ def scan(
     exclude: List[str] = typer.Option([], "--exclude", help="Glob of paths to skip (repeatable)."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
     resume: bool = typer.Option(False, "--resume", help="Skip videos already in --csv/--jsonl and append to them."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="With --resume: scan again the videos whose earlier row is ERROR (a crashed worker, a lost node, a file fixed since); their ERROR rows are replaced."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes."),
     engine: str = typer.Option("local", "--engine", help="local (process pool on this machine) | ray (Ray actors: pip install 'dfscan[cpu,ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: 'auto' or ray://host:port joins a cluster. Default: start a local Ray."),
@@ -293,6 +294,8 @@ def scan(
         raise _fail(f"{', '.join(ray_only)}: only with --engine ray", EXIT_USAGE)
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
+    if retry_errors and not resume:
+        raise _fail("--retry-errors goes with --resume (it replaces the ERROR rows of an earlier run)", EXIT_USAGE)
     settings = _settings(frames, fps, threshold, aggregation, min_track_faces, detect_side,
                          thumbnails=report is not None, min_face=min_face)
     _, settings = _preflight(settings, model, device)
@@ -310,8 +313,11 @@ def scan(
         from dfscan.report.html import ScanReport  # noqa: PLC0415
 
         html_report = _run(lambda: ScanReport(report, resume=resume))
-    writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
-                           JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
+    retry = {path_key(f.path) for f in found} if retry_errors else None
+    writers = [w for w in (_run(lambda: CsvWriter(csv_path, resume, retry)) if csv_path else None,
+                           _run(lambda: JsonlWriter(jsonl_path, resume, retry)) if jsonl_path else None) if w]
+    if retry_errors:
+        err.print(f"retrying: {max(w.retried for w in writers)} videos whose earlier row was ERROR", highlight=False)
     done: set[str] = set.intersection(*(w.done_keys() for w in writers)) if resume and writers else set()
     todo = [f for f in found if path_key(f.path) not in done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
@@ -319,7 +325,8 @@ def scan(
     for problem in problems:
         attach_likelihood_ratios(problem, None)
     paths = [f.path for f in todo if not f.problem]
-    earlier = Counter(writers[0].done_labels()[key] for key in done) if done else Counter()
+    labels = writers[0].done_labels() if done else {}
+    earlier = Counter(labels[key] for key in (path_key(f.path) for f in found) if key in done)
     if resume and done:
         was = ", ".join(f"{n} {label}" for label, n in sorted(earlier.items()))
         err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done ({was})", highlight=False)

@@ -687,3 +687,31 @@ def test_a_scan_never_lists_its_own_outputs_and_says_when_it_found_nothing(face_
         assert nothing.exit_code == 0 and "no videos to scan in" in nothing.output, nothing.output
     both = invoke("check", folder / "a.mp4", "--example")
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_retry_errors_scans_again_the_videos_whose_row_is_error_and_keeps_every_other_row(
+        face_video, bundles, tmp_path):
+    """--resume --retry-errors: an ERROR row of this batch's videos (a crashed worker, a lost Ray node, a file
+    fixed since) is dropped and its video scanned again; every other row stays byte for byte, also an ERROR row
+    of a video outside this batch; each input still has exactly one row."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a.mp4")
+    (videos / "b.mp4").write_text("not yet a video")
+    (videos / "c.mp4").write_text("not a video either")
+    rows, lines = tmp_path / "rows.csv", tmp_path / "rows.jsonl"
+    outputs = ["--csv", rows, "--jsonl", lines, "--model", bundles["all_real"], "--frames", "4"]
+    assert invoke("scan", videos, *outputs).exit_code == 3
+    before = {p: p.read_text().splitlines() for p in (rows, lines)}
+    assert invoke("scan", videos, *outputs, "--retry-errors").exit_code == 2  # without --resume
+    shutil.copy(face_video, videos / "b.mp4")  # fixed since
+    again = invoke("scan", videos, "--exclude", "c.mp4", *outputs, "--resume", "--retry-errors")
+    # c.mp4 is not in this batch: its ERROR row stays, and does not count in this batch's exit code
+    assert again.exit_code == 0 and "retrying: 1 videos whose earlier row was ERROR" in again.output, again.output
+    with open(rows, newline="", encoding="utf-8") as fh:
+        labels = {Path(r["path"]).name: r["label"] for r in csv.DictReader(fh)}
+    assert labels == {"a.mp4": "REAL", "b.mp4": "REAL", "c.mp4": "ERROR"} and len(_csv_paths(rows)) == 3
+    for path, old in before.items():
+        new = path.read_text().splitlines()
+        assert [line for line in old if "b.mp4" not in line] == [line for line in new if "b.mp4" not in line]
+        assert len(new) == len(old) and sum("b.mp4" in line and "ERROR" in line for line in new) == 0

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Protocol
 
@@ -37,13 +40,59 @@ def _drop_partial_last_line(path: Path, quoted_newlines: bool = False) -> None:
 
 
 def _end_of_last_csv_row(data: bytes) -> int:
-    end = start = quotes = 0
+    return sum(len(record) for record in _records(data, quoted_newlines=True)[0])
+
+
+def _records(data: bytes, quoted_newlines: bool) -> tuple[list[bytes], bytes]:
+    """The whole rows of a CSV (quoted_newlines) or JSONL file as their bytes, each with its newline, and what
+    follows the last of them (a row a kill cut short)."""
+    records: list[bytes] = []
+    begin = start = quotes = 0
     while (newline := data.find(b"\n", start)) >= 0:
-        quotes += data.count(b'"', start, newline)
-        if quotes % 2 == 0:  # this newline is outside any quoted cell
-            end = newline + 1
+        quotes += data.count(b'"', start, newline) if quoted_newlines else 0
         start = newline + 1
-    return end
+        if quotes % 2 == 0:  # this newline is outside any quoted cell
+            records.append(data[begin:start])
+            begin = start
+    return records, data[begin:]
+
+
+def _drop_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> int:
+    """Rewrite `path` (whole, through a temporary file) without its ERROR rows for the videos in `keys` (path_key),
+    every other row byte for byte as it was; returns how many went. `scan --resume --retry-errors`."""
+    records, rest = _records(path.read_bytes(), quoted_newlines)
+    columns = next(csv.reader([records[0].decode("utf-8")]), []) if quoted_newlines and records else None
+
+    def is_retried(record: bytes) -> bool:
+        try:
+            if columns is not None:
+                row = dict(zip(columns, next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))))
+                path_text = csv_uncell(row.get("path", ""))
+            else:
+                row = json.loads(record)
+                path_text = unescape_text(row["path"])
+            return row.get("label") == "ERROR" and path_key(path_text) in keys
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            return False
+
+    header = records[:1] if columns is not None else []
+    kept = header + [record for record in records[len(header):] if not is_retried(record)]
+    dropped = len(records) - len(kept)
+    kept.append(rest)
+    if dropped:
+        with _naming_errors(path):
+            fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.writelines(kept)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                shutil.copymode(path, staged)
+                os.replace(staged, path)
+            except BaseException:
+                Path(staged).unlink(missing_ok=True)
+                raise
+    return dropped
 
 
 @contextlib.contextmanager
@@ -63,10 +112,14 @@ def _number(value: object) -> float | None:
 
 
 class _LineWriter:
-    def __init__(self, path: str | Path, resume: bool = False):
+    def __init__(self, path: str | Path, resume: bool = False, retry: set[str] | None = None):
+        """retry (with resume): path_keys whose earlier ERROR rows are dropped, so those videos are scanned again."""
         self.path = Path(path)
+        self.retried = 0
         if resume and self.path.exists():
             _drop_partial_last_line(self.path, quoted_newlines=isinstance(self, CsvWriter))
+            if retry:
+                self.retried = _drop_error_rows(self.path, retry, quoted_newlines=isinstance(self, CsvWriter))
             self._earlier = self._read_done()
             self._done = set(self._earlier)
             self._keys: set[str] = set()
@@ -124,8 +177,8 @@ class _LineWriter:
 
 
 class CsvWriter(_LineWriter):
-    def __init__(self, path: str | Path, resume: bool = False):
-        super().__init__(path, resume)
+    def __init__(self, path: str | Path, resume: bool = False, retry: set[str] | None = None):
+        super().__init__(path, resume, retry)
         # resuming a CSV an older dfscan began: keep its columns, so appended rows line up with its header
         columns = self._existing_header() if self.fh.tell() else None
         self.writer = csv.DictWriter(self.fh, fieldnames=columns or CSV_COLUMNS, extrasaction="ignore")
