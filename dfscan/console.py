@@ -3,6 +3,7 @@ code; an unexpected error (a bug) is one line, exit 5 (never 1, which means FAKE
 to a file named in that line (`dfscan --debug ...` or DFSCAN_DEBUG=1 prints it instead)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -10,7 +11,7 @@ import tempfile
 import time
 import traceback
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import typer
 
@@ -58,15 +59,8 @@ def _console_class() -> type:
                 raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
 
         def _write_buffer(self) -> None:
-            try:
+            with naming_the_stream("standard error" if self.stderr else "standard output"):
                 super()._write_buffer()
-            except BrokenPipeError:
-                raise
-            except OSError as exc:  # `dfscan version > /dev/full`: name the stream, as dfscan's own files are named
-                if exc.filename is not None:
-                    raise
-                stream = "standard error" if self.stderr else "standard output"
-                raise OSError(exc.errno, exc.strerror, stream) from None
 
     return QuietOnBrokenPipe
 
@@ -74,14 +68,24 @@ def _console_class() -> type:
 out, err = LazyConsole(), LazyConsole(stderr=True)
 
 
-def print_text(text: str) -> None:
-    """A line on standard output as it is (JSON: no markup, no wrapping); a failed write names the stream."""
+@contextlib.contextmanager
+def naming_the_stream(stream: str) -> Iterator[None]:
+    """A write that fails names its stream (`dfscan version > /dev/full`), as dfscan's own files are named; a
+    broken pipe stays one (the reader went away: exit 141)."""
     try:
-        print(text)
+        yield
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, "standard output") from None
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, stream) from None
+
+
+def print_text(text: str) -> None:
+    """A line on standard output as it is (JSON: no markup, no wrapping)."""
+    with naming_the_stream("standard output"):
+        print(text)
 
 
 def escape(text: str) -> str:
