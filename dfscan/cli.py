@@ -270,7 +270,7 @@ def scan(
     from dfscan.outputs import Output  # noqa: PLC0415
     from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
-    from dfscan.report.writers import CsvWriter, JsonlWriter  # noqa: PLC0415
+    from dfscan.report.writers import CsvWriter, JsonlWriter, earlier_rows  # noqa: PLC0415
     from dfscan.results import VideoResult, shown  # noqa: PLC0415
     from dfscan.scan import iter_scan  # noqa: PLC0415
 
@@ -318,22 +318,14 @@ def scan(
                            _run(lambda: JsonlWriter(jsonl_path, resume, retry)) if jsonl_path else None) if w]
     if retry_errors:
         err.print(f"retrying: {max(w.retried for w in writers)} videos whose earlier row was ERROR", highlight=False)
-    done: set[str] = set.intersection(*(w.done_keys() for w in writers)) if resume and writers else set()
-    todo = [f for f in found if path_key(f.path) not in done]
+    earlier = earlier_rows(writers if resume else [], [path_key(f.path) for f in found], settings.threshold)
+    todo = [f for f in found if path_key(f.path) not in earlier.done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)
                 for f in todo if f.problem]
     for problem in problems:
         attach_likelihood_ratios(problem, None)
     paths = [f.path for f in todo if not f.problem]
-    labels = writers[0].done_labels() if done else {}
-    earlier = Counter(labels[key] for key in (path_key(f.path) for f in found) if key in done)
-    if resume and done:
-        was = ", ".join(f"{n} {label}" for label, n in sorted(earlier.items()))
-        err.print(f"resuming: {len(found) - len(todo)} of {len(found)} videos already done ({was})", highlight=False)
-        other = sorted(t for t in writers[0].done_thresholds() if abs(t - settings.threshold) > 5e-7)
-        if other and todo:
-            err.print(f"[yellow]warning:[/] earlier rows were judged at threshold {', '.join(f'{t:g}' for t in other)}"
-                      f", this run at {settings.threshold:g}: the batch's rows will mix them", highlight=False)
+    _print_resume(earlier, len(found), bool(todo), settings.threshold)
     counts: Counter[str] = Counter()  # labels only: a scan of thousands keeps no results in memory
 
     def record(result: VideoResult) -> None:
@@ -375,9 +367,24 @@ def scan(
             writer.close()
         if html_report is not None:
             html_report.close()
-    counts.update(earlier)  # a resumed batch ends as the whole batch would: its earlier rows count too
+    counts.update(earlier.labels)  # a resumed batch ends as the whole batch would: its earlier rows count too
     err.print(summary_table(counts))
-    raise typer.Exit(EXIT_FAKE if counts["FAKE"] else EXIT_INPUT_FAILED if counts["ERROR"] else EXIT_OK)
+    worst = counts + earlier.partial  # a row kept in one output counts for the exit code, not twice in the table
+    raise typer.Exit(EXIT_FAKE if worst["FAKE"] else EXIT_INPUT_FAILED if worst["ERROR"] else EXIT_OK)
+
+
+def _print_resume(earlier: Any, n_found: int, scanning: bool, threshold: float) -> None:
+    if earlier.done:
+        was = ", ".join(f"{n} {label}" for label, n in sorted(earlier.labels.items()))
+        err.print(f"resuming: {len(earlier.done)} of {n_found} videos already done ({was})", highlight=False,
+                  soft_wrap=True)
+    if earlier.partial:
+        err.print(f"[yellow]warning:[/] {earlier.partial.total()} videos have a row in one output and not in the "
+                  "other: scanned again for the other, the rows there stay", highlight=False, soft_wrap=True)
+    if earlier.thresholds and scanning:
+        err.print(f"[yellow]warning:[/] earlier rows were judged at threshold "
+                  f"{', '.join(f'{t:g}' for t in sorted(earlier.thresholds))}, this run at {threshold:g}: the "
+                  "batch's rows will mix them", highlight=False, soft_wrap=True)
 
 
 def _without_outputs(found: list, files: dict[str, Optional[Path]], report: Optional[Path]) -> list:
@@ -521,16 +528,36 @@ def main() -> None:
     and it starts no processes. Other commands (Ray clusters, training's workers) end the usual way.
     Whatever happens, the status is never Python's 1 for an uncaught error: 1 means FAKE."""
     _open_closed_streams()
+    stdout_at_start = _stdout_identity()
     try:
         app()
         code: object = EXIT_OK
     except SystemExit as exc:
         code = exc.code
+        if code == EXIT_FAKE and stdout_at_start != _stdout_identity() == _devnull_identity():
+            code = EXIT_BROKEN_PIPE  # rich's own consoles (typer's help) end a broken pipe with SystemExit(1)
+    except Exception as exc:  # noqa: BLE001 - raised outside a command (help to a full disk): the same printer
+        if isinstance(exc, OSError) and exc.filename is None:  # outside a command only the help is written
+            exc = OSError(exc.errno, exc.strerror, "standard output")
+        code = exit_for(exc).exit_code
     except BaseException:  # noqa: BLE001 - an error the one printer could not report (it failed itself)
         code = EXIT_CRASH
     if _command_name() in QUICK_EXIT_COMMANDS:
         _exit_now(code)
     raise SystemExit(code)
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(1)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _devnull_identity() -> tuple[int, int]:
+    stat = os.stat(os.devnull)
+    return stat.st_dev, stat.st_ino
 
 
 def _open_closed_streams() -> None:

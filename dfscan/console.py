@@ -45,8 +45,8 @@ def _console_class() -> type:
     class QuietOnBrokenPipe(Console):
         """rich ends the process with SystemExit(1) when a write meets a broken pipe, and 1 means FAKE. Here the
         console goes quiet instead: a stdout whose reader went away raises BrokenPipeError, which the one error
-        printer turns into 141 (as a SIGPIPE death); a gone stderr only loses its messages, and the command
-        goes on to its own exit code."""
+        printer turns into 141 (as a SIGPIPE death); a stderr gone or full only loses its messages, and the
+        command goes on to its own exit code."""
 
         def on_broken_pipe(self) -> None:
             self.quiet = True
@@ -59,8 +59,15 @@ def _console_class() -> type:
                 raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
 
         def _write_buffer(self) -> None:
-            with naming_the_stream("standard error" if self.stderr else "standard output"):
+            if not self.stderr:
+                with naming_the_stream("standard output"):
+                    super()._write_buffer()
+                return
+            try:
                 super()._write_buffer()
+            except OSError:  # stderr full or gone: only messages are lost; a batch goes on to its own exit code
+                self.quiet = True
+                del self._buffer[:]
 
     return QuietOnBrokenPipe
 

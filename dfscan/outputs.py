@@ -57,12 +57,15 @@ def is_earlier_output(path: Path, kind: str) -> bool:
     first = head.split(b"\n", 1)[0].strip()
     if kind == "csv":
         return first.startswith(b"path,label,")
-    if kind == "html":
-        return any(marker.encode() in head for marker in HTML_MARKERS)
+    if kind in ("html", "report_html"):  # check's page is one video's, never a file of a scan's report
+        return any(marker.encode() in head for marker in HTML_MARKERS) and (
+            kind == "report_html" or not _in_scan_report(path))
     if kind == "svg":
         return head.startswith(SVG_MARKER.encode())
     if kind == "jsonl" and head.startswith(JSONL_ROW_START) and not _first_line(path).endswith(b"\n"):
         return True  # one row, cut by a kill before its end: resume drops it and redoes it
+    if kind == "json" and _is_json_line(_first_line(path)):  # a scan's JSONL of one row, not check's JSON
+        return False
     if kind in ("jsonl", "json", "scores"):
         try:
             data = json.loads(_first_line(path) if kind != "json" else _head(path, MAX_JSON_RESULT))
@@ -71,6 +74,19 @@ def is_earlier_output(path: Path, kind: str) -> bool:
         keys = {"id", "label", "score"} if kind == "scores" else {"path", "label", "dfscan_version"}
         return isinstance(data, dict) and keys <= data.keys()
     return False
+
+
+def _is_json_line(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _in_scan_report(path: Path) -> bool:
+    """A file of a `scan --report` folder: its index.html, or a page in its videos/."""
+    folder = path.parent.parent if path.parent.name == "videos" else path.parent
+    return (folder / REPORT_ROWS).is_file()
 
 
 def _holds_rows(path: Path, kind: str) -> bool:
@@ -87,10 +103,10 @@ def _first_line(path: Path, limit: int = 1 << 24) -> bytes:
 
 def _report_files(out_dir: Path) -> list[tuple[Path, str]]:
     """The files of a report directory a new report would replace, with their kind."""
-    files = [(out_dir / REPORT_INDEX, "html"), (out_dir / REPORT_ROWS, "jsonl_rows")]
+    files = [(out_dir / REPORT_INDEX, "report_html"), (out_dir / REPORT_ROWS, "jsonl_rows")]
     pages = out_dir / "videos"
     if pages.is_dir():
-        files.extend((page, "html") for page in sorted(pages.glob("*.html")))
+        files.extend((page, "report_html") for page in sorted(pages.glob("*.html")))
     return files
 
 

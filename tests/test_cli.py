@@ -82,8 +82,9 @@ def test_a_closed_full_or_unread_stream_never_makes_exit_1(face_video, bundles, 
     bad.write_text("not a video")
     check = [sys.executable, "-m", "dfscan", "check", "--model", str(bundles["neutral"]), "--frames", "4"]
 
-    def status(args, **streams):
-        return subprocess.run(check + [str(a) for a in args], timeout=300, **streams).returncode
+    def status(args, command=None, **streams):
+        line = [sys.executable, "-m", "dfscan", *command] if command else check + [str(a) for a in args]
+        return subprocess.run(line, timeout=300, **streams).returncode
 
     assert status([face_video], stdout=subprocess.DEVNULL) == 0  # the verdict's code, for reference
     assert status([face_video], stderr=subprocess.DEVNULL, preexec_fn=lambda: os.close(1)) == 0
@@ -94,6 +95,22 @@ def test_a_closed_full_or_unread_stream_never_makes_exit_1(face_video, bundles, 
             done = subprocess.run([sys.executable, "-m", "dfscan", command], stdout=full, stderr=subprocess.PIPE,
                                   text=True, timeout=300)
             assert done.returncode == 4 and "cannot write standard output: No space left" in done.stderr, done.stderr
+    read_end, unread = os.pipe()
+    os.close(read_end)
+    with open("/dev/full", "w") as full:  # the help, read by nobody or written to a full disk
+        for stdout, expected in ((unread, 141), (full, 4)):
+            assert status(["--help"], stdout=stdout, stderr=subprocess.DEVNULL, command=["--help"]) == expected
+    os.close(unread)
+    with open("/dev/full", "w") as full:  # a full stderr loses messages, not rows
+        videos = tmp_path / "videos"
+        videos.mkdir()
+        for name in ("a.mp4", "b.mp4"):
+            shutil.copy(face_video, videos / name)
+        rows = tmp_path / "rows.csv"
+        scan = [sys.executable, "-m", "dfscan", "scan", str(videos), "--csv", str(rows), "--frames", "4",
+                "--model", str(bundles["neutral"])]
+        assert subprocess.run(scan, stdout=subprocess.DEVNULL, stderr=full, timeout=300).returncode == 0
+        assert len(rows.read_text().splitlines()) == 3
     for args, expected in (([bad], 3), ([face_video, "--frames", "0"], 2)):
         read_end, write_end = os.pipe()
         os.close(read_end)  # nobody will read what the error line says

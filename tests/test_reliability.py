@@ -715,3 +715,50 @@ def test_retry_errors_scans_again_the_videos_whose_row_is_error_and_keeps_every_
         new = path.read_text().splitlines()
         assert [line for line in old if "b.mp4" not in line] == [line for line in new if "b.mp4" not in line]
         assert len(new) == len(old) and sum("b.mp4" in line and "ERROR" in line for line in new) == 0
+
+
+def test_overwrite_never_writes_into_a_hard_link_and_check_never_replaces_a_scans_files(
+        face_video, bundles, tmp_path):
+    """Found by a second probe: `--csv hl.csv --overwrite`, hl.csv a hard link to an input video, cut the video
+    and wrote the CSV into it; `check --report` onto a scan report's index or pages, and `check --json-file` onto
+    a scan's JSONL of one row, replaced them as if they were check's own outputs."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a.mp4")
+    before = (videos / "a.mp4").read_bytes()
+    for option, name in (("--csv", "hl.csv"), ("--jsonl", "hl.jsonl")):
+        os.link(videos / "a.mp4", tmp_path / name)
+        result = invoke("scan", videos, option, tmp_path / name, "--overwrite", "--model", bundles["all_real"],
+                        "--frames", "4")
+        assert result.exit_code == 0 and (videos / "a.mp4").read_bytes() == before, result.output
+        assert (tmp_path / name).stat().st_ino != (videos / "a.mp4").stat().st_ino
+    report, rows = tmp_path / "report", tmp_path / "one.jsonl"
+    assert invoke("scan", videos, "--report", report, "--jsonl", rows, "--model", bundles["all_real"],
+                  "--frames", "4").exit_code == 0
+    kept = {p: p.read_bytes() for p in (report / "index.html", next((report / "videos").iterdir()), rows)}
+    for option, path in (("--report", report / "index.html"), ("--report", next((report / "videos").iterdir())),
+                         ("--json-file", rows)):
+        refused = invoke("check", videos / "a.mp4", option, path, "--model", bundles["all_real"], "--frames", "4")
+        assert refused.exit_code == 2 and "not an earlier dfscan" in refused.output, (option, refused.output)
+    assert {p: p.read_bytes() for p in kept} == kept
+    for option, name in (("--report", "page.html"), ("--json-file", "result.json")):  # check's own: replaced
+        for _ in range(2):
+            again = invoke("check", videos / "a.mp4", option, tmp_path / name, "--model", bundles["all_real"],
+                           "--frames", "4")
+            assert again.exit_code == 0, again.output
+
+
+def test_a_resume_whose_outputs_disagree_keeps_the_verdict_of_the_rows_it_keeps(face_video, bundles, tmp_path):
+    """Found by a second probe: a first run with --csv, resumed with --csv and a new --jsonl, scanned every video
+    again for the JSONL (right), but the CSV's FAKE rows stayed and the batch exited 3, with no word of it."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "a.mp4")
+    rows, lines = tmp_path / "rows.csv", tmp_path / "rows.jsonl"
+    assert invoke("scan", videos, "--csv", rows, "--model", bundles["all_fake"]).exit_code == 1
+    resumed = invoke("scan", videos, "--csv", rows, "--jsonl", lines, "--resume", "--model", bundles["all_real"])
+    text = " ".join(resumed.output.split())
+    assert resumed.exit_code == 1 and "1 videos have a row in one output and not in the other" in text, text
+    assert [json.loads(line)["label"] for line in lines.read_text().splitlines()] == ["REAL"]
+    with open(rows, newline="", encoding="utf-8") as fh:
+        assert [row["label"] for row in csv.DictReader(fh)] == ["FAKE"]

@@ -12,7 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Protocol
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Iterator, Protocol, Sequence
 
 from dfscan.inputs import path_key
 from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
@@ -129,7 +131,9 @@ class _LineWriter:
             self._done = set()
             self._keys = set()
             mode = "w"
-            if self.path.is_symlink():  # --overwrite replaces the link, never the file it points to (a video)
+            if self.path.exists() or self.path.is_symlink():
+                # a new file, not the old one cut to nothing: --overwrite replaces a link or a hard link (another
+                # name of a video, say), never the file it shares
                 self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh: IO[str] = open(self.path, mode, newline="", encoding="utf-8")
@@ -213,3 +217,26 @@ class JsonlWriter(_LineWriter):
 
     def _write_row(self, result: VideoResult) -> None:
         self.fh.write(result.to_json(indent=None) + "\n")
+
+
+@dataclass
+class EarlierRows:
+    """What the outputs a batch resumes into already hold for its inputs."""
+    done: set[str] = field(default_factory=set)            # path_keys every output has a row for: not scanned again
+    labels: Counter[str] = field(default_factory=Counter)  # their labels (the batch's exit code counts them)
+    partial: Counter[str] = field(default_factory=Counter)  # labels of rows only some outputs have: scanned again
+    thresholds: set[float] = field(default_factory=set)    # thresholds of those rows other than this run's
+
+
+def earlier_rows(writers: Sequence[_LineWriter], keys: Sequence[str], threshold: float) -> EarlierRows:
+    """`keys`: the path_keys of the batch's inputs. Rows of other videos in the outputs do not count."""
+    if not writers:
+        return EarlierRows()
+    wanted = set(keys)
+    done = set.intersection(*(w.done_keys() for w in writers)) & wanted
+    labels: dict[str, str] = {}
+    for writer in reversed(writers):  # the first output's label where they differ
+        labels.update(writer.done_labels())
+    thresholds = {t for writer in writers for t in writer.done_thresholds() if abs(t - threshold) > 5e-7}
+    return EarlierRows(done, Counter(labels[key] for key in done),
+                       Counter(labels[key] for key in wanted & set(labels) - done), thresholds)
