@@ -166,7 +166,9 @@ def _check_outputs(outputs: list, inputs: list, overwrite: bool, resume: bool = 
     _run(lambda: check_outputs(outputs, inputs, overwrite, resume))
 
 
-ModelOpt = typer.Option(None, "--model", "-m", help="Model bundle directory. Default: the bundled weights/default.")
+# readable=False: a bundle or video the machine will not let dfscan read is the library's one-line error (exit 4 or 3),
+# not click's usage error
+ModelOpt = typer.Option(None, "--model", "-m", readable=False, help="Model bundle directory. Default: the bundled weights/default.")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda (auto takes CUDA when onnxruntime-gpu has a working GPU).")
 FramesOpt = typer.Option(None, "--frames", "-n", help=FRAMES_HELP)
 FpsOpt = typer.Option(None, "--fps", help="Sample at this rate instead of a fixed count (dense timelines).")
@@ -278,7 +280,8 @@ def scan(
         raise _fail("the path to scan is empty", EXIT_USAGE)
     root = Path(source)
     if not root.exists():
-        raise _fail(f"{root} does not exist", EXIT_USAGE)
+        why = "a symbolic link loop or a link to a missing file" if root.is_symlink() else "does not exist"
+        raise _fail(f"{root}: {why}", EXIT_USAGE)
     if workers < 1:
         raise _fail("--workers must be at least 1", EXIT_USAGE)
     if workers > MAX_WORKERS_PER_CORE * usable_cores():
@@ -292,6 +295,12 @@ def scan(
                                          ("--gpus-per-actor", gpus_per_actor != 0.0)) if given]
     if engine == "local" and ray_only:
         raise _fail(f"{', '.join(ray_only)}: only with --engine ray", EXIT_USAGE)
+    if engine == "ray" and workers != 1:
+        raise _fail("--workers is for --engine local; Ray's engine takes --actors", EXIT_USAGE)
+    if engine == "ray" and address:
+        from dfscan.ray_engine import check_address  # noqa: PLC0415 - imports no Ray
+
+        _run(lambda: check_address(address))  # before any output is opened
     if resume and not (csv_path or jsonl_path):
         raise _fail("--resume needs --csv or --jsonl to know what is done", EXIT_USAGE)
     if retry_errors and not resume:
@@ -407,7 +416,7 @@ def _without_outputs(found: list, files: dict[str, Optional[Path]], report: Opti
 
 @app.command()
 def robustness(
-    target: Path = typer.Argument(..., help="A video, or a directory (labelled when paths contain real/ or fake/)."),
+    target: Path = typer.Argument(..., readable=False, help="A video, or a directory (labelled when paths contain real/ or fake/)."),
     degradations: str = typer.Option("crf23,crf32,crf40,720p,480p,social", "--degradations", "-d",
                                      help="Comma-separated: crf23, crf32, crf40, 720p, 480p, social."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the re-encoded videos in this directory."),

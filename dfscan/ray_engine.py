@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from dfscan import verdict
-from dfscan.errors import ClusterError, RuntimeMissingError
+from dfscan.errors import ClusterError, RuntimeMissingError, UsageError
 from dfscan.results import VideoResult
 from dfscan.scan import DetectorSettings, Scanner, ScanSettings
 
@@ -92,7 +92,7 @@ def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        _check_reachable(address)
+        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError ...
@@ -103,14 +103,14 @@ def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
     return True
 
 
-def _check_reachable(address: str) -> None:
-    """host:port (or ray://host:port) must accept a connection within REACH_TIMEOUT_S. 'auto' is Ray's to find."""
+def check_address(address: str) -> None:
+    """'auto', or host:port (ray://host:port) that accepts a connection within REACH_TIMEOUT_S: a malformed one is
+    a UsageError (exit 2), one where nobody answers a ClusterError (exit 4). Checked before any output is opened."""
     if address == "auto":
         return
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--address {address}: not 'auto', host:port or ray://host:port")
+        raise UsageError(f"--address {address}: not 'auto', host:port or ray://host:port")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
     except OSError as exc:

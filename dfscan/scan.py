@@ -403,7 +403,9 @@ def _scan_in_turn(scanner: Scanner, paths: Iterable[str | Path], settings: ScanS
 
 def _worker_main(conn: connection.Connection, model: str | None, device: str, threads: int,
                  detector: DetectorSettings) -> None:
-    """A worker: loads a Scanner, then scans one path at a time as the parent sends them."""
+    """A worker: loads a Scanner, then scans one path at a time as the parent sends them. Ctrl-C reaches the whole
+    process group: the parent alone handles it (it stops the workers); here it printed a traceback a worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         scanner = Scanner(model, device=device, threads=threads, detector=detector)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it

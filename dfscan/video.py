@@ -211,8 +211,9 @@ def _checked_path(path: str | Path) -> Path:
         os.stat(file)
     except PermissionError:
         raise InputError(f"{file}: permission denied (a folder on its path cannot be entered)") from None
-    except OSError:
-        pass  # said below, more precisely
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # those are said below, more precisely
+            raise InputError(f"{file}: {exc.strerror or exc}") from None
     if not file.exists():
         try:
             os.stat(file)

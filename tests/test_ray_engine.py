@@ -127,20 +127,24 @@ def test_path_list_relative_comments_and_missing(tmp_path, face_video, bundles):
 def test_a_cluster_that_cannot_serve_the_scan_is_one_line_and_exit_4(ray_session, face_video, bundles):
     """Found by a probe: --gpus-per-actor on a cluster without GPUs waited forever; an address nobody answers
     at waited minutes; a malformed one, or 'auto' with no cluster, was an internal error (exit 5)."""
-    from dfscan.errors import ClusterError
-    from dfscan.ray_engine import _check_reachable
+    from dfscan.errors import ClusterError, UsageError
+    from dfscan.ray_engine import check_address
 
     result = runner.invoke(app, ["scan", str(face_video), "--engine", "ray", "--gpus-per-actor", "0.5",
                                  "--model", str(bundles["neutral"])])
     assert result.exit_code == 4 and "the Ray cluster has 0 GPUs" in result.output, result.output
-    for address, reason in (("garbage", "not 'auto', host:port"), ("127.0.0.1:1", "no Ray cluster answers there"),
-                            ("ray://127.0.0.1:1", "no Ray cluster answers there")):
-        with pytest.raises(ClusterError, match=reason):
-            _check_reachable(address)
-    _check_reachable("auto")  # Ray finds it, or says it found none (a ClusterError from ray.init)
-    for args in (["--gpus-per-actor", "nan"], ["--engine", "ray", "--gpus-per-actor", "inf"], ["--address", "auto"]):
-        refused = runner.invoke(app, ["scan", str(face_video), *args, "--model", str(bundles["neutral"])])
-        assert refused.exit_code == 2, (args, refused.output)
+    for address, error, reason in (("garbage", UsageError, "not 'auto', host:port"),
+                                   ("127.0.0.1:1", ClusterError, "no Ray cluster answers there"),
+                                   ("ray://127.0.0.1:1", ClusterError, "no Ray cluster answers there")):
+        with pytest.raises(error, match=reason):
+            check_address(address)
+    check_address("auto")  # Ray finds it, or says it found none (a ClusterError from ray.init)
+    rows = face_video.parent / "never_written.csv"
+    for args in (["--gpus-per-actor", "nan"], ["--engine", "ray", "--gpus-per-actor", "inf"], ["--address", "auto"],
+                 ["--engine", "ray", "--workers", "2"], ["--engine", "ray", "--address", "garbage"]):
+        refused = runner.invoke(app, ["scan", str(face_video), *args, "--csv", str(rows),
+                                      "--model", str(bundles["neutral"])])
+        assert refused.exit_code == 2 and not rows.exists(), (args, refused.output)
 
 
 def test_a_cluster_that_loses_its_nodes_ends_the_batch_with_rows_only_for_videos_done():

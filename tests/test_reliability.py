@@ -545,6 +545,8 @@ def test_malformed_ensemble_or_hash_in_a_manifest_is_a_bundle_error(bundles, tmp
     (lambda m: m.update(colour="red"), "malformed manifest: it has unknown entries colour"),
     (lambda m: m["scan"].pop("threshold"), "malformed manifest: its scan section lacks threshold"),
     (lambda m: m.update(preprocess=[224]), "malformed manifest: its preprocess section is not a JSON object"),
+    (lambda m: m.update(name={"a": 1}), "malformed manifest: its name is not a text"),
+    (lambda m: m.update(embedding_dim="HUGE"), "manifest.json: Exceeds the limit"),  # an int past 4,300 digits
 ])
 def test_a_manifest_missing_an_entry_says_which_in_its_words(bundles, tmp_path, change, expected):
     """Found by a probe: "Manifest.__init__() missing 1 required positional argument: 'files'"."""
@@ -552,7 +554,7 @@ def test_a_manifest_missing_an_entry_says_which_in_its_words(bundles, tmp_path, 
     shutil.copytree(bundles["neutral"], bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     change(manifest)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "manifest.json").write_text(json.dumps(manifest).replace('"HUGE"', "9" * 5000))
     result = invoke("info", "--model", bundle)
     assert result.exit_code == 4 and expected in result.output, result.output
 

@@ -90,6 +90,9 @@ class Manifest:
             fmt = data.get("format")
             if fmt != BUNDLE_FORMAT:
                 raise ModelError(f"unsupported bundle format {fmt!r} (expected {BUNDLE_FORMAT!r})")
+            for key in ("name", "version"):
+                if not isinstance(data.get(key), str):
+                    raise ModelError(f"malformed manifest: its {key} is not a text")
             entries = dict(data)
             entries["preprocess"] = _built(Preprocess, data.get("preprocess"), "preprocess")
             entries["scan"] = _built(ScanDefaults, data.get("scan"), "scan")
@@ -163,7 +166,8 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
         raise ModelError(f"model bundle {bundle_dir} has no {MANIFEST_NAME}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nested past Python's stack
+    # ValueError: bad JSON, or an integer past Python's 4,300 digits; RecursionError: nested past Python's stack
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} is not a JSON object")
