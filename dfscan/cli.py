@@ -279,9 +279,7 @@ def scan(
     if not source:
         raise _fail("the path to scan is empty", EXIT_USAGE)
     root = Path(source)
-    if not root.exists():
-        why = "a symbolic link loop or a link to a missing file" if root.is_symlink() else "does not exist"
-        raise _fail(f"{root}: {why}", EXIT_USAGE)
+    _check_root(root)
     if workers < 1:
         raise _fail("--workers must be at least 1", EXIT_USAGE)
     if workers > MAX_WORKERS_PER_CORE * usable_cores():
@@ -380,6 +378,19 @@ def scan(
     err.print(summary_table(counts))
     worst = counts + earlier.partial  # a row kept in one output counts for the exit code, not twice in the table
     raise typer.Exit(EXIT_FAKE if worst["FAKE"] else EXIT_INPUT_FAILED if worst["ERROR"] else EXIT_OK)
+
+
+def _check_root(root: Path) -> None:
+    """What to scan is there and readable, or the command line names something else (exit 2, nothing written)."""
+    try:
+        there = root.exists()
+    except OSError as exc:  # a name too long
+        raise _fail(f"{root}: {exc.strerror or exc}", EXIT_USAGE) from None
+    if not there:
+        why = "a symbolic link loop or a link to a missing file" if root.is_symlink() else "does not exist"
+        raise _fail(f"{root}: {why}", EXIT_USAGE)
+    if not os.access(root, os.R_OK | (os.X_OK if root.is_dir() else 0)):
+        raise _fail(f"{root}: permission denied", EXIT_USAGE)
 
 
 def _print_resume(earlier: Any, n_found: int, scanning: bool, threshold: float) -> None:

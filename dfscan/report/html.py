@@ -201,6 +201,8 @@ class ScanReport:
 
     def __init__(self, out_dir: str | Path, resume: bool = False):
         self.out_dir = Path(out_dir)
+        if not resume and self.out_dir.is_symlink():  # a new report replaces the link, never the folder it names
+            self.out_dir.unlink()
         (self.out_dir / "videos").mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, IndexRow] = {}
         self._pages = 0
