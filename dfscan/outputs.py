@@ -303,16 +303,16 @@ def _check_writable(out: Output) -> None:
         raise UnwritableOutput(f"cannot write {out.path}: {exc.strerror or exc}") from None
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a whole file so that readers see the old or the new content, never half of it."""
+def atomic_write_text(path: str | Path, text: str | bytes) -> Path:
+    """Write a whole file so that readers see the old or the new content, never half of it (text as UTF-8)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

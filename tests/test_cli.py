@@ -133,7 +133,8 @@ def test_an_unreadable_video_or_folder_is_exit_3_naming_it(face_video, bundles, 
     shut.chmod(0)
     prefix = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--"] if os.geteuid() == 0 else []
     try:
-        for path, reason in ((locked, "permission denied"), (shut / "v.mp4", "permission denied (a folder on its path cannot be entered)")):
+        for path, reason in ((locked, "permission denied"),
+                             (shut / "v.mp4", "permission denied (a folder on its path cannot be entered)")):
             command = [sys.executable, "-m", "dfscan", "check", str(path), "--model", str(bundles["neutral"])]
             if prefix:
                 command = prefix + ["-c", " ".join(shlex.quote(part) for part in command)]
@@ -173,7 +174,8 @@ AS_DFSCAN = "import sys; sys.argv[0] = 'dfscan'; from dfscan.cli import main; ma
 ])
 def test_a_command_line_the_parser_refuses_is_one_line_and_exit_2(args, expected):
     """click draws a five-line box for these; dfscan's one error printer writes one line, as for its own."""
-    done = subprocess.run([sys.executable, "-c", AS_DFSCAN, *args], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    done = subprocess.run([sys.executable, "-c", AS_DFSCAN, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "80"})
     assert (done.returncode, done.stdout, done.stderr) == (2, "", expected + "\n")
 
 

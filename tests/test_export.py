@@ -162,8 +162,8 @@ def test_weights_that_do_not_fit_are_one_line_naming_the_mismatch(tmp_path):
     state = dict(net.state_dict())
     state.pop("head.weight")
     state["stray.weight"] = torch.zeros(1)
-    ckpt = {"format": "dfscan-ckpt/1", **_meta(cfg, net), "model": state,
-            "head": {"kind": "linear", "weight": net.head.weight.detach().numpy(), "bias": net.head.bias.detach().numpy()},
+    head = {"kind": "linear", "weight": net.head.weight.detach().numpy(), "bias": net.head.bias.detach().numpy()}
+    ckpt = {"format": "dfscan-ckpt/1", **_meta(cfg, net), "model": state, "head": head,
             "val_scores": p, "val_labels": y, "metrics": {"epoch": 1}, "loop": {"epoch": 1}}
     torch.save(ckpt, tmp_path / "best.pt")
     result = CliRunner().invoke(app, ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "bundle")])

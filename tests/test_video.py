@@ -494,7 +494,8 @@ def test_frames_nobody_needs_go_undecoded_and_the_sample_is_the_same(tmp_path, m
 def _decoded_counter(monkeypatch) -> list:
     """Counts the frames that come out of the decoder (a frame dropped with skip_frame never does)."""
     decoded, decode = [], video._decode
-    monkeypatch.setattr(video, "_decode", lambda *args, **kwargs: (decoded.append(f) or f for f in decode(*args, **kwargs)))
+    monkeypatch.setattr(video, "_decode",
+                        lambda *args, **kwargs: (decoded.append(f) or f for f in decode(*args, **kwargs)))
     return decoded
 
 
@@ -599,7 +600,8 @@ def test_a_damaged_stream_decoded_with_skipping_gives_the_frames_of_a_full_decod
     damaged = write_damaged(tmp_path / "damaged.mp4", path)
     monkeypatch.setattr(video, "_should_seek", lambda *args: seek)
     corrupt, decode = [], video._decode
-    monkeypatch.setattr(video, "_decode", lambda *args, **kwargs: (corrupt.append(f.is_corrupt) or f for f in decode(*args, **kwargs)))
+    monkeypatch.setattr(video, "_decode",
+                        lambda *args, **kwargs: (corrupt.append(f.is_corrupt) or f for f in decode(*args, **kwargs)))
     for options in ({"n": 8}, {"n": 32}):
         skipped, skipped_info = _sampled(damaged, **options)
         corrupt.clear()

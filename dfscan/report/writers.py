@@ -9,14 +9,13 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Iterator, Protocol, Sequence
 
 from dfscan.inputs import path_key
+from dfscan.outputs import atomic_write_text
 from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
 
 
@@ -82,18 +81,7 @@ def _drop_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> int:
     dropped = len(records) - len(kept)
     kept.append(rest)
     if dropped:
-        with _naming_errors(path):
-            fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.writelines(kept)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                shutil.copymode(path, staged)
-                os.replace(staged, path)
-            except BaseException:
-                Path(staged).unlink(missing_ok=True)
-                raise
+        atomic_write_text(path, b"".join(kept))
     return dropped
 
 

@@ -90,7 +90,8 @@ def rebuild_net(ckpt: dict[str, Any]) -> Net:
 
 def _state_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Keys a network needs that the weights lack (or hold in another shape), and keys it has no place for."""
-    missing = [k for k, v in expected.items() if k not in given or tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
+    missing = [key for key, value in expected.items()
+               if key not in given or tuple(getattr(given[key], "shape", ())) != tuple(value.shape)]
     return missing, [k for k in given if k not in expected]
 
 
