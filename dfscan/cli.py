@@ -272,7 +272,7 @@ def scan(
     from dfscan.outputs import Output  # noqa: PLC0415
     from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
-    from dfscan.report.writers import CsvWriter, JsonlWriter, earlier_rows  # noqa: PLC0415
+    from dfscan.report.writers import CsvWriter, JsonlWriter, drop_error_rows, earlier_rows  # noqa: PLC0415
     from dfscan.results import VideoResult, shown  # noqa: PLC0415
     from dfscan.scan import iter_scan  # noqa: PLC0415
 
@@ -320,11 +320,12 @@ def scan(
         from dfscan.report.html import ScanReport  # noqa: PLC0415
 
         html_report = _run(lambda: ScanReport(report, resume=resume))
-    retry = {path_key(f.path) for f in found} if retry_errors else None
-    writers = [w for w in (_run(lambda: CsvWriter(csv_path, resume, retry)) if csv_path else None,
-                           _run(lambda: JsonlWriter(jsonl_path, resume, retry)) if jsonl_path else None) if w]
     if retry_errors:
-        err.print(f"retrying: {max(w.retried for w in writers)} videos whose earlier row was ERROR", highlight=False)
+        outputs = {path: kind for path, kind in ((csv_path, "csv"), (jsonl_path, "jsonl")) if path is not None}
+        retried = drop_error_rows(outputs, {path_key(f.path) for f in found})
+        err.print(f"retrying: {retried} videos whose earlier row was ERROR", highlight=False)
+    writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
+                           JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
     earlier = earlier_rows(writers if resume else [], [path_key(f.path) for f in found], settings.threshold)
     todo = [f for f in found if path_key(f.path) not in earlier.done]
     problems = [VideoResult(path=f.path, label="ERROR", error_code="input", reason=f.problem)

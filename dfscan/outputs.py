@@ -8,6 +8,7 @@ the same folder and renamed over the target (`atomic_write_text`), so a crash ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -213,13 +214,19 @@ def _check_folder(out: Output, overwrite: bool) -> None:
 
 
 def _check_pages_dir(out: Output, overwrite: bool, input_dirs: list[Path]) -> None:
-    """eval --report: a directory where the page's files (index.html and its figures) are absent or earlier
-    dfscan ones; a foreign one is replaced only with `overwrite`, and never inside an input directory."""
+    """eval --report: a directory outside the inputs where the page's files (index.html and its figures) are
+    absent or earlier dfscan ones; a foreign one is replaced only with `overwrite` (by a new file: a link there is
+    replaced, never written through)."""
     from dfscan.report.eval_page import FIGURES  # noqa: PLC0415
 
     path = out.path
     if path.exists() and not path.is_dir():
         raise OutputError(f"{out.option} {path} exists and is not a directory")
+    real = Path(_key(path))  # through links: a link into the face set is inside it
+    inside = [folder for folder in input_dirs if folder == real or folder in real.parents]
+    if inside:
+        raise OutputError(f"{out.option} {path} lies inside the input {inside[0]}: give a directory outside the "
+                          "inputs")
     if not path.is_dir():
         return
     index = path / REPORT_INDEX
@@ -228,14 +235,7 @@ def _check_pages_dir(out: Output, overwrite: bool, input_dirs: list[Path]) -> No
     if not earlier_page:  # the figures of an earlier page are its own; without one, each must say it is dfscan's
         foreign += [path / f"{name}.svg" for name in FIGURES
                     if (path / f"{name}.svg").exists() and not is_earlier_output(path / f"{name}.svg", "svg")]
-    if not foreign:
-        return
-    real = Path(_key(path))
-    inside = [folder for folder in input_dirs if folder == real or folder in real.parents]
-    if inside:
-        raise OutputError(f"{out.option}: {foreign[0]} exists inside the input {inside[0]} and is not an earlier "
-                          "dfscan page: it may be one of the inputs; give another directory")
-    if not overwrite:
+    if foreign and not overwrite:
         raise OutputError(f"{out.option}: {foreign[0]} exists and is not an earlier dfscan page; give another "
                           "directory, or --overwrite to replace it")
 
@@ -304,28 +304,46 @@ def _check_writable(out: Output) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str | bytes) -> Path:
-    """Write a whole file so that readers see the old or the new content, never half of it (text as UTF-8)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    """Write a whole file so that readers see the old or the new content, never half of it (text as UTF-8).
+    A new file takes the name: a link or a hard link there is replaced, never written through."""
+    atomic_write_files({Path(path): text})
+    return Path(path)
+
+
+def atomic_write_files(contents: dict[Path, str | bytes]) -> None:
+    """Write several whole files all or none: each goes to a temporary file beside it first, and only when every
+    one is on disk do they take their names (a full disk half-way leaves every old file as it was)."""
+    staged: list[tuple[str, Path]] = []
+    current = next(iter(contents), None)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for current, text in contents.items():
+            current.parent.mkdir(parents=True, exist_ok=True)
+            staged.append((_staged_copy(current, text if isinstance(text, bytes) else text.encode("utf-8")), current))
+        for tmp, current in staged:
+            os.replace(tmp, current)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
             # a write that fails (a full disk) names no file by itself; the error printer says which
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+            raise OSError(exc.errno, exc.strerror or str(exc), str(current)) from None
         raise
-    return path
+
+
+def _staged_copy(path: Path, data: bytes) -> str:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _mode_for(path))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _mode_for(path: Path) -> int:

@@ -150,3 +150,32 @@ def test_a_list_line_too_long_for_a_path_is_one_error_and_never_held_whole(tmp_p
         (str(tmp_path / ("c" * (MAX_LIST_LINE - 1))), False), (str(tmp_path / "last.mp4"), False)]
     assert f"line 1 of list.txt is {MAX_LIST_LINE:,} characters or longer" in found[0].problem
     assert max(held) <= MAX_LIST_LINE
+
+
+def test_files_written_together_are_all_replaced_or_none(tmp_path, monkeypatch):
+    """Found by a third probe: `--retry-errors` on a nearly full disk rewrote the CSV without its ERROR rows and
+    then failed on the JSONL, so the CSV lost rows the JSONL kept. Both are staged before either is replaced."""
+    import errno
+
+    from dfscan import outputs
+
+    first, second = tmp_path / "rows.csv", tmp_path / "rows.jsonl"
+    first.write_text("old csv")
+    second.write_text("old jsonl")
+    staged_copy, calls = outputs._staged_copy, []
+
+    def full_disk_on_the_second(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return staged_copy(path, data)
+
+    monkeypatch.setattr(outputs, "_staged_copy", full_disk_on_the_second)
+    with pytest.raises(OSError, match="No space left") as failure:
+        outputs.atomic_write_files({first: "new csv", second: "new jsonl"})
+    assert failure.value.filename == str(second)
+    assert (first.read_text(), second.read_text()) == ("old csv", "old jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "rows.jsonl"]  # no staged copy left
+    monkeypatch.setattr(outputs, "_staged_copy", staged_copy)
+    outputs.atomic_write_files({first: "new csv", second: b"new jsonl"})
+    assert (first.read_text(), second.read_text()) == ("new csv", "new jsonl")

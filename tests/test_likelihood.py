@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -408,3 +409,22 @@ def test_a_scores_line_that_is_not_a_scored_item_is_named(tmp_path, line):
     path.write_text('{"id": "b", "label": "fake", "score": 0.9}\n' + line + "\n")
     with pytest.raises(ValueError, match=r"s.jsonl:2: not a scored item"):
         likelihood.read_scores(path)
+
+
+@needs_lir
+@pytest.mark.skipif(not (DFDC_FACES / "labels.csv").is_file(), reason=f"shared DFDC faces not found at {DFDC_FACES}")
+def test_eval_report_overwrite_replaces_links_never_the_files_they_name(lr_bundle, tmp_path):
+    """Found by a third probe: `eval --report DIR --overwrite` wrote the page through DIR/index.html when it was a
+    link (or a hard link) to a video, and the video became the page."""
+    face_set = _mini_face_set(tmp_path / "faces", per_label=6)
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"a video's bytes")
+    for make_link in (os.symlink, os.link):
+        report = tmp_path / f"report_{make_link.__name__}"
+        report.mkdir()
+        make_link(video, report / "index.html")
+        args = ["eval", str(face_set), "--model", str(lr_bundle), "--device", "cpu", "--report", str(report)]
+        assert runner.invoke(app, args).exit_code == 2  # not an earlier page: refused without --overwrite
+        assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+        assert video.read_bytes() == b"a video's bytes" and not (report / "index.html").is_symlink()
+        assert "dfscan eval" in (report / "index.html").read_text()

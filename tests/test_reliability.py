@@ -606,8 +606,8 @@ def test_links_to_nowhere_and_videos_given_as_labels_say_what_they_are(tmp_path,
 
 def test_eval_report_replaces_only_its_own_files_and_nothing_foreign_inside_an_input(tmp_path):
     """Found by a probe: `eval --report DIR` replaced a foreign roc.svg wherever DIR held no index.html, and
-    could write over files inside the face set it read. A foreign page file needs --overwrite, and inside an
-    input directory it is refused even then; an earlier page's own files are replaced."""
+    could write over files inside the face set it read. A foreign page file needs --overwrite; a folder inside
+    an input (or a link to one) is refused; an earlier page's own files are replaced."""
     from dfscan.errors import OutputError
     from dfscan.outputs import SVG_MARKER, Output, check_outputs
 
@@ -629,11 +629,12 @@ def test_eval_report_replaces_only_its_own_files_and_nothing_foreign_inside_an_i
     (ours / "roc.svg").write_text(SVG_MARKER + "\n<svg></svg>")
     check(ours)
     inside = face_set / "images"
-    check(inside)  # nothing there to replace: the page only adds files
-    (inside / "histogram_frame.svg").write_text("<svg>a figure kept with the data</svg>")
-    for overwrite in (False, True):
-        with pytest.raises(OutputError, match="inside the input"):
-            check(inside, overwrite)
+    link = tmp_path / "into_the_face_set"  # found by a third probe: a link to a folder inside the input
+    link.symlink_to(inside)
+    for folder in (inside, link, inside / "new"):
+        for overwrite in (False, True):
+            with pytest.raises(OutputError, match="lies inside the input"):
+                check(folder, overwrite)
     with pytest.raises(OutputError, match="is one of the inputs"):
         check(face_set, overwrite=True)
     check(tmp_path / "new")

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dfscan.likelihood import VERBAL_SCALE_TEXT
-from dfscan.outputs import SVG_MARKER
+from dfscan.outputs import SVG_MARKER, atomic_write_files
 
 WIDTH, HEIGHT = 460, 320
 LEFT, RIGHT, TOP, BOTTOM = 52, 14, 30, 44
@@ -228,10 +228,11 @@ def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str,
             charts[f"tippett_{level}"] = tippett_chart(level, data["labels"], curves)
     for level, (scores, labels) in levels.items():
         charts[f"histogram_{level}"] = histogram_chart(level, scores, labels)
+    files: dict[Path, str | bytes] = {}
     for name, chart in charts.items():
         # a standalone SVG file needs its namespace; inline in HTML it needs none (and the page names no URL)
         standalone = SVG_MARKER + "\n" + chart.svg().replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
-        (out_dir / f"{name}.svg").write_text(standalone, encoding="utf-8")
+        files[out_dir / f"{name}.svg"] = standalone
     model = result.model or {}
     sections = [
         f"<h1>dfscan eval: {_esc(result.data)} [{_esc(result.split or 'all')}]</h1>",
@@ -256,5 +257,6 @@ def write_eval_report(out_dir: str | Path, result: Any, lrs: dict[str, dict[str,
             f"<p class='muted'>Each figure is also in this folder: {_esc(', '.join(f'{n}.svg' for n in charts))}</p>"
             "</body></html>")
     path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    files[path] = page
+    atomic_write_files(files)  # new files: never written through a link, and the page with its figures or none
     return path

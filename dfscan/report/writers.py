@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Iterator, Protocol, Sequence
 
 from dfscan.inputs import path_key
-from dfscan.outputs import atomic_write_text
+from dfscan.outputs import atomic_write_files
 from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
 
 
@@ -58,9 +58,22 @@ def _records(data: bytes, quoted_newlines: bool) -> tuple[list[bytes], bytes]:
     return records, data[begin:]
 
 
-def _drop_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> int:
-    """Rewrite `path` (whole, through a temporary file) without its ERROR rows for the videos in `keys` (path_key),
-    every other row byte for byte as it was; returns how many went. `scan --resume --retry-errors`."""
+def drop_error_rows(outputs: dict[Path, str], keys: set[str]) -> int:
+    """`scan --resume --retry-errors`: the outputs (path -> "csv" | "jsonl") without their ERROR rows for the
+    videos in `keys` (path_key), every other row byte for byte as it was, rewritten all or none (a full disk
+    half-way leaves both as they were); returns the most rows one output lost."""
+    rewritten: dict[Path, str | bytes] = {}
+    dropped = 0
+    for path, kind in outputs.items():
+        if path.is_file():
+            kept, n = _without_error_rows(path, keys, quoted_newlines=kind == "csv")
+            if n:
+                rewritten[path], dropped = kept, max(dropped, n)
+    atomic_write_files(rewritten)
+    return dropped
+
+
+def _without_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> tuple[bytes, int]:
     records, rest = _records(path.read_bytes(), quoted_newlines)
     columns = next(csv.reader([records[0].decode("utf-8")]), []) if quoted_newlines and records else None
 
@@ -78,11 +91,7 @@ def _drop_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> int:
 
     header = records[:1] if columns is not None else []
     kept = header + [record for record in records[len(header):] if not is_retried(record)]
-    dropped = len(records) - len(kept)
-    kept.append(rest)
-    if dropped:
-        atomic_write_text(path, b"".join(kept))
-    return dropped
+    return b"".join(kept) + rest, len(records) - len(kept)
 
 
 @contextlib.contextmanager
@@ -102,14 +111,10 @@ def _number(value: object) -> float | None:
 
 
 class _LineWriter:
-    def __init__(self, path: str | Path, resume: bool = False, retry: set[str] | None = None):
-        """retry (with resume): path_keys whose earlier ERROR rows are dropped, so those videos are scanned again."""
+    def __init__(self, path: str | Path, resume: bool = False):
         self.path = Path(path)
-        self.retried = 0
         if resume and self.path.exists():
             _drop_partial_last_line(self.path, quoted_newlines=isinstance(self, CsvWriter))
-            if retry:
-                self.retried = _drop_error_rows(self.path, retry, quoted_newlines=isinstance(self, CsvWriter))
             self._earlier = self._read_done()
             self._done = set(self._earlier)
             self._keys: set[str] = set()
@@ -169,8 +174,8 @@ class _LineWriter:
 
 
 class CsvWriter(_LineWriter):
-    def __init__(self, path: str | Path, resume: bool = False, retry: set[str] | None = None):
-        super().__init__(path, resume, retry)
+    def __init__(self, path: str | Path, resume: bool = False):
+        super().__init__(path, resume)
         # resuming a CSV an older dfscan began: keep its columns, so appended rows line up with its header
         columns = self._existing_header() if self.fh.tell() else None
         self.writer = csv.DictWriter(self.fh, fieldnames=columns or CSV_COLUMNS, extrasaction="ignore")
