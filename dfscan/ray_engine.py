@@ -13,6 +13,7 @@ error_code `worker_crash`. Every input gives exactly one row.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections import deque
@@ -94,12 +95,14 @@ def _connect(ray: Any, address: str | None, local_cpus: int | None) -> bool:
     if address:
         check_address(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError ...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"--address {address}: cannot join a Ray cluster ({reason})") from None
     else:
-        ray.init(num_cpus=local_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        # Ray's own start-up lines (INFO, WARNING) are not the scan's: a batch's stderr stays its rows and errors
+        ray.init(num_cpus=local_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
     return True
 
 

@@ -191,3 +191,14 @@ def test_a_cluster_that_loses_its_nodes_ends_the_batch_with_rows_only_for_videos
             rows.append(row)
     assert rows[0] == "row of ok.mp4" and len(rows) == 2
     assert rows[1].path == "actor_died.mp4" and rows[1].label == "ERROR" and "ActorDiedError" in rows[1].reason
+
+
+def test_a_ray_batch_prints_no_ray_start_up_lines(face_video, bundles):
+    """Found by a third probe: Ray's own INFO and WARNING lines came out among a batch's rows and errors."""
+    pytest.importorskip("ray")
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "dfscan", "scan", str(face_video), "--engine", "ray", "--frames", "4",
+                           "--model", str(bundles["neutral"]), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert " INFO " not in done.stderr and " WARNING " not in done.stderr, done.stderr
