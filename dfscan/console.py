@@ -3,7 +3,6 @@ code; an unexpected error (a bug) is one line, exit 5 (never 1, which means FAKE
 to a file named in that line (`dfscan --debug ...` or DFSCAN_DEBUG=1 prints it instead)."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import sys
@@ -11,11 +10,12 @@ import tempfile
 import time
 import traceback
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from dfscan.errors import EXIT_BROKEN_PIPE, EXIT_CRASH, EXIT_SETUP, DfscanError
+from dfscan.outputs import naming_errors
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,7 +60,7 @@ def _console_class() -> type:
 
         def _write_buffer(self) -> None:
             if not self.stderr:
-                with naming_the_stream("standard output"):
+                with naming_errors("standard output"):
                     super()._write_buffer()
                 return
             try:
@@ -75,23 +75,9 @@ def _console_class() -> type:
 out, err = LazyConsole(), LazyConsole(stderr=True)
 
 
-@contextlib.contextmanager
-def naming_the_stream(stream: str) -> Iterator[None]:
-    """A write that fails names its stream (`dfscan version > /dev/full`), as dfscan's own files are named; a
-    broken pipe stays one (the reader went away: exit 141)."""
-    try:
-        yield
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        if exc.filename is not None:
-            raise
-        raise OSError(exc.errno, exc.strerror, stream) from None
-
-
 def print_text(text: str) -> None:
     """A line on standard output as it is (JSON: no markup, no wrapping)."""
-    with naming_the_stream("standard output"):
+    with naming_errors("standard output"):
         print(text)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from dfscan.errors import UsageError
 from dfscan.inputs import confined, labels_text
+from dfscan.outputs import atomic_write_text
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
@@ -188,10 +189,7 @@ def _read_geometry_file(path: Path) -> dict:
 
 
 def write_geometry(root: str | Path, geometry: dict) -> None:
-    path = Path(root) / GEOMETRY_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(geometry, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(Path(root) / GEOMETRY_FILE, json.dumps(geometry, indent=2) + "\n")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -303,6 +303,20 @@ def _check_writable(out: Output) -> None:
         raise UnwritableOutput(f"cannot write {out.path}: {exc.strerror or exc}") from None
 
 
+@contextmanager
+def naming_errors(name: str | Path) -> Iterator[None]:
+    """A write that fails names what it was writing (a file, or "standard output"): an OSError of a full disk names
+    nothing by itself, and the one error printer says "cannot write NAME". A broken pipe stays one (exit 141)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(name)) from None
+
+
 def atomic_write_text(path: str | Path, text: str | bytes) -> Path:
     """Write a whole file so that readers see the old or the new content, never half of it (text as UTF-8).
     A new file takes the name: a link or a hard link there is replaced, never written through."""

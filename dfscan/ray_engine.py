@@ -121,9 +121,10 @@ def check_address(address: str) -> None:
 
 
 def _check_gpus(ray: Any, gpus_per_actor: float) -> None:
-    if gpus_per_actor > 0 and ray.cluster_resources().get("GPU", 0.0) < gpus_per_actor:
-        raise ClusterError(f"--gpus-per-actor {gpus_per_actor:g}: the Ray cluster has "
-                           f"{ray.cluster_resources().get('GPU', 0.0):g} GPUs, so no actor could start")
+    gpus = ray.cluster_resources().get("GPU", 0.0) if gpus_per_actor > 0 else 0.0
+    if gpus < gpus_per_actor:
+        raise ClusterError(f"--gpus-per-actor {gpus_per_actor:g}: the Ray cluster has {gpus:g} GPUs, so no actor "
+                           "could start")
 
 
 def _cpus(ray: Any) -> tuple[float, float]:

@@ -146,6 +146,10 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
 
     def __enter__(self) -> "stream_frames":
         self.budget = _DecodeBudget(self.time_limit_s)
+        self._open()
+        return self
+
+    def _open(self) -> None:
         self.container = _open(self.file)
         try:
             stream = _video_stream(self.container, self.file, self.threaded)
@@ -156,11 +160,10 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
             if self.strict and self.targets is None:
                 _check_frame_budget(self.file, self.info.frame_count, self.max_frames)
             self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
-                                    self.budget, self.strict, skip_unsampled=not self.threaded)
+                                    self.budget, self.strict, threaded=self.threaded)
         except BaseException:
             self.container.close()
             raise
-        return self
 
     def __iter__(self) -> Iterator[SampledFrame | str]:
         try:
@@ -185,11 +188,7 @@ class stream_frames:  # noqa: N801 - used like a function: `with stream_frames(p
         """The file again, from its start, decoded as a CPU scan decodes it."""
         self.container.close()
         self.threaded = False
-        self.container = _open(self.file)
-        stream = _video_stream(self.container, self.file, threaded=False)
-        self.info = _describe(self.container, stream, self.file, rotation=0, pix_fmt=stream.codec_context.pix_fmt or "")
-        self.sampler = _Sampler(self.container, stream, self.file, self.info, self.max_side, self.max_pixels,
-                                self.budget, self.strict, skip_unsampled=True)
+        self._open()
 
     def __exit__(self, *exc: object) -> None:
         if self.container is not None:
@@ -212,15 +211,12 @@ def _checked_path(path: str | Path) -> Path:
     except PermissionError:
         raise InputError(f"{file}: permission denied (a folder on its path cannot be entered)") from None
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # those are said below, more precisely
-            raise InputError(f"{file}: {exc.strerror or exc}") from None
-    if not file.exists():
-        try:
-            os.stat(file)
-        except OSError as exc:  # a link to nowhere, or round in a loop: say which
-            if exc.errno == errno.ELOOP:
-                raise InputError(f"{file}: a symbolic link loop") from None
-        raise InputError(f"{file}: no such file" + (" (a link to a missing file)" if file.is_symlink() else ""))
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{file}: a symbolic link loop") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            link = " (a link to a missing file)" if file.is_symlink() else ""
+            raise InputError(f"{file}: no such file{link}") from None
+        raise InputError(f"{file}: {exc.strerror or exc}") from None  # a name too long, ...
     if file.is_dir():
         raise InputError(f"{file}: is a directory, not a video file")
     if not file.is_file():
@@ -689,9 +685,10 @@ class _Sampler:
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, file: Path, info: VideoInfo,
                  max_side: int | None, max_pixels: int, budget: _DecodeBudget | None,
-                 strict: bool = False, skip_unsampled: bool = False):
+                 strict: bool = False, threaded: bool = True):
         self.container, self.stream, self.file, self.info = container, stream, file, info
-        self.strict, self.skip_unsampled = strict, skip_unsampled
+        # FFmpeg's frame threads decode every frame; without them, frames no choice can fall on go undecoded
+        self.strict, self.threaded = strict, threaded
         self.max_side, self.max_pixels = max_side, max_pixels
         self.budget = budget
         self.start = _stream_start(stream)
@@ -883,12 +880,11 @@ class _Sampler:
     # - helpers -
 
     def _frames(self, skipping: _Skipping | _SeekSkipping | None = None) -> Iterator[av.VideoFrame]:
-        return _decode(self.container, self.stream, self.file, self.budget, skipping,
-                       threaded=not self.skip_unsampled)
+        return _decode(self.container, self.stream, self.file, self.budget, skipping, self.threaded)
 
     def _seek_skipping(self) -> _SeekSkipping | None:
         """Skipping for a seeking pass where frames may go undecoded (a single-threaded decoder)."""
-        if not self.skip_unsampled or self.stream.time_base is None:
+        if self.threaded or self.stream.time_base is None:
             return None
         return _SeekSkipping(self.stream.time_base)
 
@@ -896,7 +892,7 @@ class _Sampler:
         """Which frames the straight-through choice for these targets may fall on, where the rest can go
         undecoded: a single-threaded decoder, timestamps on every packet, targets at least SKIP_MIN_GAP frames
         apart. None: decode every frame."""
-        if not self.skip_unsampled or not targets or self.stream.time_base is None:
+        if self.threaded or not targets or self.stream.time_base is None:
             return None
         ordered = _packet_timestamps(self.file)
         if ordered is None:

@@ -136,11 +136,12 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = loop.save_checkpoint({"weights": torch.ones(3)}, tmp_path / "best.pt")
     before = path.read_bytes()
 
-    def disk_fills_up(obj, target):
-        Path(target).write_bytes(b"half a checkpoint")
+    def disk_fills_up(fd):  # the new checkpoint's bytes are in the file when the disk says it is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop.torch, "save", disk_fills_up)
-    with pytest.raises(OSError):
+    from dfscan import outputs
+
+    monkeypatch.setattr(outputs.os, "fsync", disk_fills_up)
+    with pytest.raises(OSError, match="No space left"):
         loop.save_checkpoint({"weights": torch.zeros(3)}, path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]

@@ -4,7 +4,6 @@ Paths are read back through `unescape_text` / `csv_uncell` (the lossless escape 
 compared by `path_key` (the resolved path), so a resume that spells the root differently still matches."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -12,10 +11,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Protocol, Sequence
+from typing import IO, Protocol, Sequence
 
 from dfscan.inputs import path_key
-from dfscan.outputs import atomic_write_files
+from dfscan.outputs import atomic_write_files, naming_errors
 from dfscan.results import CSV_COLUMNS, VideoResult, csv_uncell, unescape_text
 
 
@@ -94,15 +93,6 @@ def _without_error_rows(path: Path, keys: set[str], quoted_newlines: bool) -> tu
     return b"".join(kept) + rest, len(records) - len(kept)
 
 
-@contextlib.contextmanager
-def _naming_errors(path: Path) -> Iterator[None]:
-    """A write that fails (a disk that filled up) names its file, for the one error printer."""
-    try:
-        yield
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-
-
 def _number(value: object) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -155,7 +145,7 @@ class _LineWriter:
 
     def write(self, result: VideoResult) -> None:
         """Append one result's row and put it on disk before returning."""
-        with _naming_errors(self.path):
+        with naming_errors(self.path):
             self._write_row(result)
             self._flush()
         self._done.add(result.path)
@@ -169,7 +159,7 @@ class _LineWriter:
         os.fsync(self.fh.fileno())
 
     def close(self) -> None:
-        with _naming_errors(self.path):
+        with naming_errors(self.path):
             self.fh.close()
 
 

@@ -16,6 +16,7 @@ second step on rank 0) run alone.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -330,17 +331,13 @@ class RunLog:
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """torch.save through a temporary file renamed over `path`: a full disk or a kill leaves the earlier
+    """torch.save, written whole (`outputs.atomic_write_text`): a full disk or a kill leaves the earlier
     checkpoint (or none), never half of one that `--resume` or `export` would then fail on."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from dfscan.outputs import atomic_write_text  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def train(task: TrainTask, cfg: LoopConfig, run_dir: Path, meta: dict[str, Any], resume: bool = False,
