@@ -269,7 +269,7 @@ def scan(
     (and none was FAKE), 4: setup problem, 5: internal error."""
     from dfscan.inputs import VIDEO_PATTERNS, list_inputs, path_key  # noqa: PLC0415
     from dfscan.runtime import usable_cores  # noqa: PLC0415
-    from dfscan.outputs import Output  # noqa: PLC0415
+    from dfscan.outputs import REPORT_ROWS, Output  # noqa: PLC0415
     from dfscan.likelihood import attach_likelihood_ratios  # noqa: PLC0415
     from dfscan.report.table import result_line, summary_table  # noqa: PLC0415
     from dfscan.report.writers import CsvWriter, JsonlWriter, drop_error_rows, earlier_rows  # noqa: PLC0415
@@ -315,15 +315,17 @@ def scan(
     inputs = [f.path for f in found] + ([root] if root.is_file() else [])  # a list of paths is an input too
     _check_outputs([Output("--csv", "csv", csv_path), Output("--jsonl", "jsonl", jsonl_path),
                     Output("--report", "report", report)], inputs, overwrite, resume)
+    if retry_errors:  # the report's own rows too, before it reads them: a retried video keeps one record
+        report_rows = report / REPORT_ROWS if report is not None else None
+        outputs = {path: kind for path, kind in ((csv_path, "csv"), (jsonl_path, "jsonl"), (report_rows, "jsonl"))
+                   if path is not None}
+        retried = drop_error_rows(outputs, {path_key(f.path) for f in found})
+        err.print(f"retrying: {retried} videos whose earlier row was ERROR", highlight=False)
     html_report = None
     if report is not None:
         from dfscan.report.html import ScanReport  # noqa: PLC0415
 
         html_report = _run(lambda: ScanReport(report, resume=resume))
-    if retry_errors:
-        outputs = {path: kind for path, kind in ((csv_path, "csv"), (jsonl_path, "jsonl")) if path is not None}
-        retried = drop_error_rows(outputs, {path_key(f.path) for f in found})
-        err.print(f"retrying: {retried} videos whose earlier row was ERROR", highlight=False)
     writers = [w for w in (CsvWriter(csv_path, resume) if csv_path else None,
                            JsonlWriter(jsonl_path, resume) if jsonl_path else None) if w]
     earlier = earlier_rows(writers if resume else [], [path_key(f.path) for f in found], settings.threshold)
@@ -461,7 +463,7 @@ def robustness(
     scanner = _run(lambda: get_scanner(None if model is None else str(model), device, None, settings.detector))
     settings = _run(lambda: scanner.resolve(settings))
     paths = [f.path for f in find_videos(target, VIDEO_PATTERNS) if not f.problem]
-    from dfscan.outputs import Output  # noqa: PLC0415
+    from dfscan.outputs import REPORT_ROWS, Output  # noqa: PLC0415
 
     _check_outputs([Output("--keep", "folder", keep)], [target, *paths], overwrite=False)
     if not paths:

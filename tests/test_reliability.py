@@ -702,14 +702,15 @@ def test_retry_errors_scans_again_the_videos_whose_row_is_error_and_keeps_every_
         face_video, bundles, tmp_path):
     """--resume --retry-errors: an ERROR row of this batch's videos (a crashed worker, a lost Ray node, a file
     fixed since) is dropped and its video scanned again; every other row stays byte for byte, also an ERROR row
-    of a video outside this batch; each input still has exactly one row."""
+    of a video outside this batch; each input still has exactly one row, in the report's index.jsonl too (a
+    third probe found the old ERROR record kept there beside the new one)."""
     videos = tmp_path / "videos"
     videos.mkdir()
     shutil.copy(face_video, videos / "a.mp4")
     (videos / "b.mp4").write_text("not yet a video")
     (videos / "c.mp4").write_text("not a video either")
-    rows, lines = tmp_path / "rows.csv", tmp_path / "rows.jsonl"
-    outputs = ["--csv", rows, "--jsonl", lines, "--model", bundles["all_real"], "--frames", "4"]
+    rows, lines, report = tmp_path / "rows.csv", tmp_path / "rows.jsonl", tmp_path / "report"
+    outputs = ["--csv", rows, "--jsonl", lines, "--report", report, "--model", bundles["all_real"], "--frames", "4"]
     assert invoke("scan", videos, *outputs).exit_code == 3
     before = {p: p.read_text().splitlines() for p in (rows, lines)}
     assert invoke("scan", videos, *outputs, "--retry-errors").exit_code == 2  # without --resume
@@ -724,6 +725,11 @@ def test_retry_errors_scans_again_the_videos_whose_row_is_error_and_keeps_every_
         new = path.read_text().splitlines()
         assert [line for line in old if "b.mp4" not in line] == [line for line in new if "b.mp4" not in line]
         assert len(new) == len(old) and sum("b.mp4" in line and "ERROR" in line for line in new) == 0
+    records = [json.loads(line) for line in (report / "index.jsonl").read_text().splitlines()]
+    assert sorted((Path(r["path"]).name, r["label"]) for r in records) == [
+        ("a.mp4", "REAL"), ("b.mp4", "REAL"), ("c.mp4", "ERROR")]
+    index = (report / "index.html").read_text()
+    assert "3 videos" in index and index.count("b.mp4</a>") == 1
 
 
 def test_overwrite_never_writes_into_a_hard_link_and_check_never_replaces_a_scans_files(
