@@ -30,6 +30,16 @@ TORCH_COMMANDS = ("train", "export", "soup")
 QUICK_EXIT_COMMANDS = ("check",)
 
 
+# What a command interrupted by Ctrl-C leaves, and how to go on.
+AFTER_INTERRUPT = {
+    "scan": "the rows already written stay; rerun with --resume to scan the rest",
+    "train": "the last checkpoint stays; rerun the same command with --resume to go on from it",
+    "extract": "the faces already written stay; rerun the same command to extract the rest",
+    "sbi": "the faces already written stay; rerun the same command to make the rest",
+    "robustness": "rerun it to measure again",
+}
+
+
 def _command_name() -> str | None:
     return next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
 
@@ -87,6 +97,8 @@ class _GuardedGroup(TyperGroup):
         except ABORTS:  # click's Abort: end of input at a prompt; not a verdict, so never exit 1
             print_error("aborted")
             raise SystemExit(EXIT_INTERRUPTED) from None
+        if code == EXIT_INTERRUPTED:  # Ctrl-C: typer returns 130 without a word; say what is kept
+            print_error(f"interrupted; {AFTER_INTERRUPT.get(_command_name() or '', 'nothing was finished')}")
         raise SystemExit(code if isinstance(code, int) else EXIT_OK)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]

@@ -107,3 +107,12 @@ def without_path(message: str, path: object) -> str:
         if message.startswith(prefix):
             return message[len(prefix):]
     return message
+
+
+class UnreadableImage(InputError, ValueError):
+    """A face set's image cannot be read (missing, not an image): exit 3, as for a video that cannot be."""
+
+    def __init__(self, message: str):
+        # raised in a DataLoader worker, it reaches the main process as its whole traceback text: keep its own line
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.partition(f"{type(self).__name__}: ")[2] or message)

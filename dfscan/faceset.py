@@ -18,9 +18,9 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from dfscan.errors import UsageError
+from dfscan.errors import UnreadableImage, UsageError
 from dfscan.inputs import confined, labels_text
-from dfscan.outputs import atomic_write_text
+from dfscan.outputs import atomic_write_text, open_append
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
@@ -197,10 +197,10 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        raise UnreadableImage(f"cannot read image {path}: {exc.strerror or exc}") from None
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise ValueError(f"cannot read image {path}: not an image OpenCV decodes")
+        raise UnreadableImage(f"cannot read image {path}: not an image OpenCV decodes")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -240,7 +240,7 @@ class FaceSetWriter:
         self._done_videos, self._done_files = self._read_done()
         new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         columns = COLUMNS if new_file else self._existing_columns()
-        self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
+        self._fh = open_append(self.csv_path)  # a link there is replaced, never written through
         self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         if new_file:
             self._writer.writeheader()

@@ -17,7 +17,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from dfscan.errors import OutputError, UnwritableOutput
 
@@ -315,6 +315,23 @@ def naming_errors(name: str | Path) -> Iterator[None]:
         if exc.filename is not None:
             raise
         raise OSError(exc.errno, exc.strerror, str(name)) from None
+
+
+def open_append(path: str | Path) -> IO[str]:
+    """`path` opened to append text. A link or a hard link there (another name of some other file) is first
+    replaced by a file of its own holding what it held: appending never writes into the file it shares."""
+    path = Path(path)
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None and (stat.S_ISLNK(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1)):
+        try:
+            held = path.read_bytes()
+        except FileNotFoundError:  # a link to nothing
+            held = b""
+        atomic_write_text(path, held)
+    return open(path, "a", newline="", encoding="utf-8")
 
 
 def atomic_write_text(path: str | Path, text: str | bytes) -> Path:

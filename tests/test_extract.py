@@ -1,12 +1,14 @@
 import csv
 import importlib.util
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dfscan.faceset import FaceSet, FaceSetWriter
+from dfscan.faceset import FaceRecord, FaceSet, FaceSetWriter
 from dfscan.datasets import (
     VideoItem,
     assign_splits,
@@ -397,3 +399,20 @@ def test_command_module_imports_nothing_heavy():
             "print(heavy); sys.exit(bool(heavy))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_face_set_is_appended_to_as_its_own_file_never_through_a_link(tmp_path):
+    """Found by a fourth probe: a face set whose labels.csv was a link (or a hard link) to another CSV had its new
+    rows appended to that file. The link is replaced by a file of its own holding the same rows."""
+    record = FaceRecord("x/f0.jpg", "real", "train", "x.mp4", "x.mp4", 16, 16)
+    for link in (os.symlink, os.link):
+        faces, other = tmp_path / f"faces_{link.__name__}", tmp_path / f"other_{link.__name__}.csv"
+        with FaceSetWriter(faces) as writer:
+            writer.add(np.zeros((16, 16, 3), np.uint8), record)
+        (faces / "labels.csv").rename(other)
+        link(other, faces / "labels.csv")
+        before = other.read_bytes()
+        with FaceSetWriter(faces) as writer:
+            writer.add(np.zeros((16, 16, 3), np.uint8), replace(record, file="y/f0.jpg", video="y.mp4"))
+        assert other.read_bytes() == before and not (faces / "labels.csv").is_symlink()
+        assert [r.file for r in FaceSet.load(faces).records] == ["x/f0.jpg", "y/f0.jpg"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,7 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     ("--crop-margin", "5"), ("--crop-margin", "nan"), ("--input-size", "7"), ("--aug-copies", "0"),
     ("--optimizer", "bogus"), ("--schedule", "bogus"), ("--combination", "bogus"), ("--plateau-patience", "0"),
     ("--backbone", "bogus"), ("--init", "/nowhere/best.pt"), ("--compression", "bogus"), ("--freeze-stages", "99"),
+    ("--batch-size", "100000"),  # a fourth probe: memory grew 170 MB/s building one batch
 ])
 def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
     """Found by a probe: these were library errors (exit 4, some after writing config.json), an IndexError
@@ -329,3 +331,81 @@ def test_train_refuses_recipe_values_no_run_can_train_with(tmp_path, recipe, opt
                                       "--out", str(out), option, value])
     assert result.exit_code == 2 and f"{option} must be" in result.output, result.output
     assert not out.exists()
+
+
+def _train_cli(*args: object):
+    from typer.testing import CliRunner
+
+    from dfscan.cli import app
+
+    return CliRunner().invoke(app, ["train", *(str(a) for a in args)])
+
+
+def test_resume_goes_on_with_the_same_run_and_never_writes_through_a_link(tmp_path):
+    """Found by a fourth probe: --resume appended the log and rewrote config.json through links (into other
+    files); resumed with another recipe or learning rate it rewrote config.json and then failed (or trained on);
+    a run without last.pt was retrained from nothing, replacing its finished best.pt."""
+    faces = dfdc_subset(tmp_path / "faces", 8, splits=("train", "val"))
+    run = tmp_path / "run"
+    tiny_run = ["--dataset", f"faces:{faces}", "--device", "cpu", "--input-size", "64", "--batch-size", "8",
+                "--freeze-stages", "4", "--no-pretrained", "--out", run]
+    assert _train_cli("bce", *tiny_run, "--epochs", "1").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(run / "config.json", elsewhere / "config.json")
+    (run / "config.json").unlink()
+    (run / "config.json").symlink_to(elsewhere / "config.json")
+    os.link(run / "log.jsonl", elsewhere / "log.jsonl")
+    kept = {p: p.read_bytes() for p in elsewhere.iterdir()}
+    for recipe, extra, said in (("triplet", [], "recipe 'bce' -> 'triplet'"), ("bce", ["--lr", "0.5"], "lr ")):
+        refused = _train_cli(recipe, *tiny_run, "--epochs", "2", "--resume", *extra)
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+    assert {p: p.read_bytes() for p in elsewhere.iterdir()} == kept
+    resumed = _train_cli("bce", *tiny_run, "--epochs", "2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert {p: p.read_bytes() for p in elsewhere.iterdir()} == kept  # the links were replaced, not written through
+    assert not (run / "config.json").is_symlink() and (run / "log.jsonl").stat().st_nlink == 1
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    best = (run / "best.pt").read_bytes()
+    (run / "last.pt").unlink()
+    refused = _train_cli("bce", *tiny_run, "--epochs", "3", "--resume")
+    assert refused.exit_code == 2 and "no last.pt" in refused.output and (run / "best.pt").read_bytes() == best
+
+
+def test_an_unreadable_face_image_or_weights_file_is_one_line_naming_it(tmp_path):
+    """Found by a fourth probe: a face set's broken image stopped training with a DataLoader worker's traceback
+    (exit 4); a corrupt --weights file was an internal error (exit 5)."""
+    faces = tmp_path / "faces"
+    linked = dfdc_subset(tmp_path / "linked", 6, splits=("train", "val"))
+    (faces / "images").mkdir(parents=True)
+    shutil.copy(linked / "labels.csv", faces / "labels.csv")
+    names = [line.split(",")[0] for line in (faces / "labels.csv").read_text().splitlines()[1:]]
+    for name in names:
+        shutil.copy(linked / "images" / name, faces / "images" / name)
+    broken = faces / "images" / names[0]
+    broken.write_text("not a JPEG")
+    args = ["bce", "--dataset", f"faces:{faces}", "--device", "cpu", "--input-size", "64", "--batch-size", "4",
+            "--freeze-stages", "4", "--no-pretrained", "--epochs", "1"]
+    result = _train_cli(*args, "--out", tmp_path / "run")
+    assert result.exit_code == 3 and f"cannot read image {broken}: not an image" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()[-1]) < 300
+    weights = tmp_path / "corrupt.pt"
+    weights.write_text("garbage")
+    result = _train_cli("bce", "--dataset", f"faces:{linked}", "--device", "cpu", "--backbone", "efficientnet_lite0",
+                        "--weights", weights, "--out", tmp_path / "run2")
+    assert result.exit_code == 4 and f"weights {weights}: not a weights file" in result.output, result.output
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(monkeypatch):
+    """Found by a fourth probe: an interrupted train/extract/sbi ended with 130 and not a word."""
+    import dfscan.commands.train as train_commands
+
+    def interrupted(recipe, values):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_commands, "_train", interrupted)
+    monkeypatch.setattr("sys.argv", ["dfscan", "train", "bce"])
+    result = _train_cli("bce", "--dataset", "faces:x", "--out", "run")
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == ("error: interrupted; the last checkpoint stays; rerun the same "
+                                                      "command with --resume to go on from it")

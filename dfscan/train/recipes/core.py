@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from dfscan.errors import UsageError
 from dfscan.faceset import FaceRecord, FaceSet
+from dfscan.outputs import atomic_write_text
 from dfscan.train import loop
 from dfscan.train.backbones import Backbone, create_backbone, with_input_size
 from dfscan.train.data import (BalancedBatchSampler, FaceDataset, FeatureCache, PseudoFakeDataset,
@@ -452,7 +453,7 @@ def _run_single(cfg: RecipeConfig, run_dir: Path, resume: bool, console: Callabl
     from dfscan.faceset import training_geometry
     cfg.crop_margin, geometry = training_geometry(cfg.datasets, cfg.crop_margin)
     train_split, val_split = make_splits(cfg, net, run_dir, freeze, use_cache)
-    (run_dir / "config.json").write_text(_json(asdict(cfg)), encoding="utf-8")
+    atomic_write_text(run_dir / "config.json", _json(asdict(cfg)))
 
     objective: Objective = module.objective(cfg, net)
     task = loop.TrainTask(model=net, loss=objective.loss, train_batches=train_split.batches,
