@@ -105,12 +105,16 @@ class EvalResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
-def write_scores_jsonl(path: str | Path, items: Iterable[ScoreItem]) -> Path:
-    """One JSON object per line with each item's id, label and score (and level, video, status)."""
+def write_scores_jsonl(path: str | Path, items: Iterable[ScoreItem], model: str | None = None) -> Path:
+    """One JSON object per line with each item's id, label and score (and level, video, status), and the model
+    that scored it (`Manifest.scores_identity`)."""
     from dfscan.outputs import atomic_write_text  # noqa: PLC0415
 
+    def row(item: ScoreItem) -> dict[str, Any]:
+        return {**asdict(item), "model": model} if model else asdict(item)
+
     # whole or not at all: a full disk leaves an earlier scores file as it was, not an empty one
-    return atomic_write_text(path, "".join(json.dumps(asdict(item), allow_nan=False) + "\n" for item in items))
+    return atomic_write_text(path, "".join(json.dumps(row(item), allow_nan=False) + "\n" for item in items))
 
 
 def _label_int(label: str) -> int:

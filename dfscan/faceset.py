@@ -268,16 +268,20 @@ class FaceSetWriter:
             header = next(csv.reader(fh), None)
         return tuple(header) if header else COLUMNS
 
-    def _read_done(self) -> tuple[set[str], set[str]]:
-        """The videos and the files that rows already name (what a resumed run skips)."""
+    def _read_done(self) -> tuple[dict[str, str], set[str]]:
+        """The videos (with their labels) and the files that rows already name (what a resumed run skips)."""
         if not self.csv_path.is_file():
-            return set(), set()
+            return {}, set()
         with labels_text(self.csv_path), open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
-        return {r["video"] for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
+        return {r["video"]: r.get("label") or "" for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
 
     def has_video(self, video: str) -> bool:
         return video in self._done_videos
+
+    def done_label(self, video: str) -> str | None:
+        """The label the face set's rows give `video`, or None where it has no row."""
+        return self._done_videos.get(video)
 
     def has_file(self, file: str) -> bool:
         return file in self._done_files
@@ -297,7 +301,7 @@ class FaceSetWriter:
     def add_rows(self, records: Iterable[FaceRecord]) -> None:
         for record in records:
             self._writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items() if k != "origin"})
-            self._done_videos.add(record.video)
+            self._done_videos[record.video] = record.label
             self._done_files.add(record.file)
         self._fh.flush()
 

@@ -370,14 +370,22 @@ def cross_validated_log10_lr(scores: Sequence[float], labels: Sequence[int], gro
 
 # --- (re)fitting a bundle's calibration from a scores file ---------------------------------------------
 
-def read_scores(path: str | Path, level: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+def read_scores(path: str | Path, level: str | None = None, model: str | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
     """Scores, labels (1 = fake), group ids (source, else video, else id) and the level read from a JSONL
     file of scored items as `dfscan eval --scores` writes it. `level` None: video items if the file has
-    any, else frame items. Unscored items (NO_FACE, ERROR) are left out."""
+    any, else frame items. Unscored items (NO_FACE, ERROR) are left out. `model` (a bundle's
+    `scores_identity`): rows another model scored are refused; a row that names none (a file made
+    elsewhere) is taken. A line that repeats an earlier one word for word is refused (`cat a a` would
+    count each item twice)."""
     rows = []
+    seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
+            if line.strip() in seen:
+                raise ValueError(f"{path}:{n}: repeats line {seen[line.strip()]} (an item counted twice)")
             if line.strip():
+                seen[line.strip()] = n
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -385,6 +393,9 @@ def read_scores(path: str | Path, level: str | None = None) -> tuple[np.ndarray,
                 score = row.get("score") if isinstance(row, dict) else None
                 if not isinstance(row, dict) or not (score is None or _is_real_number(score)):
                     raise ValueError(f"{path}:{n}: not a scored item (an object whose score is a number or null)")
+                if model and isinstance(row.get("model"), str) and row["model"] != model:
+                    raise ValueError(f"{path}:{n}: scored by {row['model']}, not by this bundle ({model}): an LR "
+                                     "calibration is fitted on its own model's scores (dfscan eval --scores)")
                 rows.append(row)
     levels = {row.get("level", "frame") for row in rows}
     level = level or ("video" if "video" in levels else "frame")
@@ -412,7 +423,7 @@ def refit_bundle(bundle_dir: str | Path, scores_path: str | Path, population: st
     from dfscan.outputs import atomic_write_text  # noqa: PLC0415
 
     manifest = load_manifest(bundle_dir)
-    scores, labels, _, level = read_scores(scores_path, level)
+    scores, labels, _, level = read_scores(scores_path, level, manifest.scores_identity)
     manifest.likelihood_ratio = fit_lr_calibration(scores, labels, population, method, level)
     manifest.validate()
     path = Path(bundle_dir) / MANIFEST_NAME

@@ -256,6 +256,15 @@ def test_extract_faces_resumes_and_skips_failures(tmp_path):
     assert stats.skipped_done == 2 and again.calls == ["broken.mp4", "empty.mp4"]
     assert len(FaceSet.load(tmp_path / "faces")) == 4
 
+    # found by a fourth probe: a list that relabels a done video had it skipped as done, keeping the old label
+    from dfscan.errors import UsageError
+
+    before = (tmp_path / "faces" / "labels.csv").read_bytes()
+    relabelled = [replace(items[0], label="real"), VideoItem(tmp_path / "e.mp4", "real", "train", "e.mp4", "e.mp4")]
+    with pytest.raises(UsageError, match="already holds a.mp4 as fake, and this list says real"):
+        extract_faces(relabelled, tmp_path / "faces", extractor=StubExtractor(), progress=False)
+    assert (tmp_path / "faces" / "labels.csv").read_bytes() == before
+
 
 def test_extract_never_adds_to_a_face_set_it_did_not_write(tmp_path):
     """A folder whose labels.csv dfscan did not write (no faceset.json: its crops' geometry is unknown) is not

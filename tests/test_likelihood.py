@@ -349,6 +349,22 @@ def test_eval_reports_cllr_groups_and_a_self_contained_page(lr_bundle, tmp_path)
     assert refit.exit_code == 0, refit.output
     entry = load_manifest(copy).likelihood_ratio
     assert entry["level"] == "frame" and entry["calibration_set"]["n_fake"] == 12
+    # found by a fourth probe: another model's scores (or one file twice) refitted a bundle's calibration silently
+    assert json.loads((tmp_path / "s.jsonl").read_text().splitlines()[0])["model"] == load_manifest(copy).scores_identity
+    other = shutil.copytree(lr_bundle, tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = "another"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    kept = (other / "manifest.json").read_bytes()
+    refused = runner.invoke(app, ["calibrate-lr", str(other), "--scores", str(tmp_path / "s.jsonl"),
+                                  "--population", "x", "--level", "frame"])
+    assert refused.exit_code == 2 and "s.jsonl:1: scored by " in refused.output, refused.output
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text((tmp_path / "s.jsonl").read_text() * 2)
+    refused = runner.invoke(app, ["calibrate-lr", str(copy), "--scores", str(twice), "--population", "x"])
+    lines = len((tmp_path / "s.jsonl").read_text().splitlines())
+    assert refused.exit_code == 2 and f"twice.jsonl:{lines + 1}: repeats line 1" in refused.output, refused.output
+    assert (other / "manifest.json").read_bytes() == kept
     missing = runner.invoke(app, ["eval", str(face_set), "--model", str(lr_bundle), "--group-by", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output
 

@@ -181,7 +181,7 @@ def eval_command(
     lrs = add_lr_and_groups(result, manifest, folds, lookup, group_by)
     groups = (result.groups or {}).get("levels")
     if scores:
-        write_scores_jsonl(scores, result.items)
+        write_scores_jsonl(scores, result.items, manifest.scores_identity)
     if report:
         from dfscan.report.eval_page import write_eval_report  # noqa: PLC0415
 

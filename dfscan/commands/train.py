@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -198,8 +199,15 @@ def _check_resume(cfg: Any, out_dir: Path) -> None:
         out.print(f"nothing to resume in {out_dir}: training from the start", highlight=False)
         return
     now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as config.json holds them
+
+    def same(key: str, value: Any) -> bool:
+        if key == "dataset" and isinstance(earlier[key], str):  # faces:sets vs faces:/abs/sets is one face set
+            return [os.path.realpath(d) for d in value.split(",")] == \
+                [os.path.realpath(d) for d in earlier[key].split(",")]
+        return value == earlier[key]
+
     changed = [k for k, v in now.items() if k not in RESUMABLE_CHANGES and k in earlier and v is not None
-               and v != earlier[k] and k != "bag"]
+               and not same(k, v) and k != "bag"]
     if changed:
         what = ", ".join(f"{k} {earlier[k]!r} -> {now[k]!r}" for k in changed[:4])
         raise _fail(f"--resume: {out_dir} was trained with other settings ({what}); resume it with the same "

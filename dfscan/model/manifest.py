@@ -106,6 +106,13 @@ class Manifest:
         manifest.validate()
         return manifest
 
+    @property
+    def scores_identity(self) -> str:
+        """What made a score: name@version and the hashes of the files that score (not the LR calibration, which
+        `calibrate-lr` refits on these scores). Scores files carry it, so a refit can tell another model's."""
+        hashes = ",".join(f"{role}:{entry['sha256'][:12]}" for role, entry in sorted(self.files.items()))
+        return f"{self.name}@{self.version} ({hashes})"
+
     def validate(self) -> None:
         check_manifest(self)  # every value that changes a score: dfscan.settings, the one place
         if self.likelihood_ratio is not None:

@@ -109,10 +109,25 @@ def extract_faces(items: Sequence[VideoItem], out_dir: str | Path, frames: int =
     geometry = {"crop": {"size": extractor.size, "margin": extractor.margin}, "frames": frames,
                 "detector": {"name": "mtcnn", **asdict(extractor.settings)}, "made_by": "dfscan extract"}
     with FaceSetWriter(out_dir, geometry=geometry) as writer, _Progress(progress, len(items)) as tick:
+        _check_labels_as_before(items, writer)
         for item in items:
             status = _extract_one(extractor, item, writer, stats)
             tick(item, status)
     return stats
+
+
+def _check_labels_as_before(items: Sequence[VideoItem], writer: FaceSetWriter) -> None:
+    """A resumed face set keeps one label a video: a list that now calls a done video otherwise (relabelled, or
+    another list sharing the output folder) is refused before anything is written, not skipped as done."""
+    from dfscan.errors import UsageError  # noqa: PLC0415
+
+    changed = [(item, earlier) for item in items
+               if (earlier := writer.done_label(item.video or item.path.name)) not in (None, item.label)]
+    if changed:
+        item, earlier = changed[0]
+        raise UsageError(f"{writer.root} already holds {item.video or item.path.name} as {earlier}, and this list "
+                         f"says {item.label} ({len(changed)} videos so): one face set, one label a video; "
+                         "give another --out")
 
 
 def _extract_one(extractor: FaceExtractor, item: VideoItem, writer: FaceSetWriter, stats: ExtractStats) -> str:
