@@ -296,6 +296,7 @@ def test_train_never_writes_over_an_earlier_run_unasked(tmp_path):
     ("--optimizer", "bogus"), ("--schedule", "bogus"), ("--combination", "bogus"), ("--plateau-patience", "0"),
     ("--backbone", "bogus"), ("--init", "/nowhere/best.pt"), ("--compression", "bogus"), ("--freeze-stages", "99"),
     ("--batch-size", "100000"),  # a fourth probe: memory grew 170 MB/s building one batch
+    ("--augment", "flip,foo"),  # a fourth probe: exit 4 after making --out
 ])
 def test_train_refuses_values_no_run_can_train_with(tmp_path, option, value):
     """Found by a probe: these were library errors (exit 4, some after writing config.json), an IndexError

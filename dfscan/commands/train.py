@@ -135,6 +135,11 @@ def _train(recipe: str, values: dict[str, Any]) -> None:
         values.update(option.to_config(value) if option.to_config else {option.name: value})
     paths = [resolve_dataset(d, values["data_root"], values["compression"]) for d in _split_list([values["dataset"]])]
     augment = _split_list(values.pop("augment"))
+    from dfscan.train.augment import AUGMENTATIONS  # noqa: PLC0415
+    unknown = [name for name in augment if name not in AUGMENTATIONS and augment != ("none",)]
+    if unknown:
+        raise _fail(f"--augment must name augmentations of {', '.join(AUGMENTATIONS)} (or none), not "
+                    f"{', '.join(map(repr, unknown))}")
     out_dir, resume = values["out_dir"], values["resume"]
     fields = {k: v for k, v in values.items() if k not in CLI_ONLY}
     fields.update(dataset=",".join(str(p) for p in paths), methods=_split_list(values["methods"]),
