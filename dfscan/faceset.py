@@ -274,7 +274,8 @@ class FaceSetWriter:
             return {}, set()
         with labels_text(self.csv_path), open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
-        return {r["video"]: r.get("label") or "" for r in rows if r.get("video")}, {r["file"] for r in rows if r.get("file")}
+        videos = {r["video"]: r.get("label") or "" for r in rows if r.get("video")}
+        return videos, {r["file"] for r in rows if r.get("file")}
 
     def has_video(self, video: str) -> bool:
         return video in self._done_videos

@@ -189,7 +189,8 @@ def _check_resume(cfg: Any, out_dir: Path) -> None:
     never another recipe or other data under the same config.json (checked before anything is written)."""
     from dataclasses import asdict  # noqa: PLC0415
 
-    run = out_dir if (out_dir / "config.json").is_file() or not (out_dir / "member_0").is_dir() else out_dir / "member_0"
+    bagged = not (out_dir / "config.json").is_file() and (out_dir / "member_0").is_dir()
+    run = out_dir / "member_0" if bagged else out_dir  # a bagged run's members hold its config and checkpoints
     if (run / "best.pt").exists() and not (run / "last.pt").is_file():
         raise _fail(f"--resume: {run} holds best.pt but no last.pt to go on from (a finished or moved run); "
                     "train into another --out", EXIT_USAGE)
