@@ -70,11 +70,24 @@ def _parse_row(row: dict[str, str], line: int, csv_path: Path) -> FaceRecord:
         raise ValueError(f"{csv_path}:{line}: bad row ({exc})") from None
     if record.label not in LABELS:
         raise ValueError(f"{csv_path}:{line}: label {record.label!r} is not one of {LABELS}")
+    if record.split not in SPLITS:
+        raise ValueError(f"{csv_path}:{line}: split {record.split!r} is not one of {SPLITS}")
     try:
         confined(csv_path.parent / "images", record.file)
     except ValueError as exc:
         raise ValueError(f"{csv_path}:{line}: {exc}") from None
     return record
+
+
+def _check_one_split_and_label(records: list[FaceRecord], csv_path: Path) -> None:
+    """An image listed twice with another split or label would be trained on and validated on (or taught both
+    ways): refused, as `extract csv` refuses such a list. Rows repeated as they are change nothing and pass."""
+    first: dict[str, tuple[int, FaceRecord]] = {}
+    for line, record in enumerate(records, start=2):
+        earlier = first.setdefault(record.file, (line, record))
+        if (earlier[1].split, earlier[1].label) != (record.split, record.label):
+            raise ValueError(f"{csv_path}:{line}: {record.file} is also on line {earlier[0]} with another split or "
+                             f"label ({earlier[1].split}/{earlier[1].label} there, {record.split}/{record.label} here)")
 
 
 class FaceSet:
@@ -97,6 +110,7 @@ class FaceSet:
             if missing:
                 raise ValueError(f"{csv_path} lacks columns {missing}")
             records = [_parse_row(row, i + 2, csv_path) for i, row in enumerate(reader)]
+        _check_one_split_and_label(records, csv_path)
         for record in records:
             record.origin = str(root)
         return cls(root, records)

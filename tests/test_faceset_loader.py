@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,21 @@ def test_an_image_that_cannot_be_read_is_one_message(tmp_path, capfd):
         with pytest.raises(ValueError, match=reason):
             read_rgb(path)
     assert capfd.readouterr().err == ""
+
+
+def test_an_image_in_two_splits_or_with_two_labels_or_an_unknown_split_is_refused(tmp_path):
+    """Found by a fourth probe: train and eval took an image listed in train and in val (or as real and as fake),
+    and a split named bogus, which `extract csv` refuses; a row repeated as it is still loads."""
+    from dfscan.faceset import FaceSet
+
+    header = "file,label,split,source,video,width,height\n"
+    (tmp_path / "images").mkdir()
+    cases = ((["a.jpg,real,train,a,a,9,9", "a.jpg,real,val,a,a,9,9"], "labels.csv:3: a.jpg is also on line 2"),
+             (["a.jpg,real,train,a,a,9,9", "a.jpg,fake,train,a,a,9,9"], "train/real there, train/fake here"),
+             (["a.jpg,real,bogus,a,a,9,9"], "labels.csv:2: split 'bogus' is not one of"))
+    for rows, said in cases:
+        (tmp_path / "labels.csv").write_text(header + "\n".join(rows) + "\n")
+        with pytest.raises(ValueError, match=re.escape(said)):
+            FaceSet.load(tmp_path)
+    (tmp_path / "labels.csv").write_text(header + "a.jpg,real,train,a,a,9,9\n" * 2)
+    assert len(FaceSet.load(tmp_path)) == 2
